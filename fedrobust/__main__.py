@@ -1,0 +1,5 @@
+import sys
+
+from fedrobust.cli import main
+
+sys.exit(main())

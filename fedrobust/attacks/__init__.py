@@ -1,0 +1,13 @@
+"""White-box attacks in pixel units on [0, 1] (torchattacks-style: one small function each).
+
+Every attack returns ``x_adv`` with ``x_adv`` in [0, 1] and ``|x_adv - x|_inf <= eps``; it leaves
+the model's parameter gradients and BatchNorm running statistics untouched.
+"""
+
+from fedrobust.attacks.fgsm import fgsm, inv_fgsm
+from fedrobust.attacks.gradient import classification_loss, input_gradient
+from fedrobust.attacks.pgd import pgd
+
+ATTACKS = {"fgsm": fgsm, "inv_fgsm": inv_fgsm, "pgd": pgd}
+
+__all__ = ["ATTACKS", "classification_loss", "fgsm", "input_gradient", "inv_fgsm", "pgd"]

@@ -1,0 +1,258 @@
+"""One typed, validated experiment configuration that flows one way through fedrobust.
+
+A TOML file is merged onto the defaults below, then ``--set section.key=value`` overrides are
+applied, then every value is type-checked and range-checked. Any problem fails at load time with
+the offending key named, so a long run never dies an hour in on a typo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedrobust.errors import ConfigError
+
+AUGMENT_MODES = ("none", "fgsm", "invfgsm", "both", "pgd")
+CLASSIC_AUGMENTS = ("flip", "rotation", "crop", "jitter")
+PARTITION_SCHEMES = ("iid", "dirichlet", "shards")
+
+
+@dataclass
+class RunSection:
+    """Naming, seeding and where results go."""
+
+    name: str = "run"
+    seed: int = 0
+    out_dir: str = "runs"
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+@dataclass
+class DataSection:
+    """Which MedMNIST set and how its images are shaped for the model."""
+
+    dataset: str = "breastmnist"
+    root: str = ""  # "" -> $FEDROBUST_DATA_ROOT -> medmnist's ~/.medmnist
+    image_size: int = 28  # 28 is native; other sizes are resized (densenet121 needs >= 29)
+    as_rgb: bool = False  # replicate grey images to 3 channels (ImageNet-style models)
+    download: bool = True
+    verify_md5: bool = True
+
+
+@dataclass
+class PartitionSection:
+    """How the training split is divided among federated clients."""
+
+    scheme: str = "iid"
+    num_clients: int = 5
+    alpha: float = 0.5  # Dirichlet concentration (label skew grows as alpha shrinks)
+    labels_per_client: int = 1  # for scheme = "shards"
+    min_samples: int = 10
+
+
+@dataclass
+class ModelSection:
+    """Architecture from the registry and optional local weights."""
+
+    name: str = "resnet18"
+    pretrained: str = ""  # path to a local state_dict file; "" = random init
+    small_stem: bool = False  # 3x3 stride-1 stem without max-pool (slower, for tiny images)
+
+
+@dataclass
+class TrainSection:
+    """Optimisation settings for one training run (centralized) or one local update."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"
+    select: str = "val_auc"  # checkpoint to report: best by val AUC, best by val acc, or last
+
+
+@dataclass
+class AugmentSection:
+    """Adversarial (and classic) augmentation used during local training."""
+
+    mode: str = "none"
+    eps: float = 0.001
+    eps_sampling: str = "fixed"  # "uniform": per-sample eps ~ U(0, eps]
+    fraction: float = 1.0  # share of each batch that gets augmented
+    combine: str = "append"  # "append" adversarial copies or "replace" the clean samples
+    warmup_epochs: int = 0  # clean epochs before augmentation starts
+    fused: bool = False  # reuse the clean backward's input gradient (FGSM / inverse FGSM)
+    pgd_steps: int = 3
+    pgd_step_size: float = 0.0  # 0 -> 2.5 * eps / steps
+    classic: list[str] = field(default_factory=list)
+    rotation_degrees: float = 10.0
+    crop_padding: int = 2
+    jitter: float = 0.2
+
+
+@dataclass
+class EvalSection:
+    """Evaluation on held-out splits."""
+
+    batch_size: int = 256
+    fgsm_eps: list[float] = field(default_factory=lambda: [0.001, 0.002, 0.003, 0.004, 0.005])
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole experiment; sections mirror the TOML tables."""
+
+    run: RunSection = field(default_factory=RunSection)
+    data: DataSection = field(default_factory=DataSection)
+    partition: PartitionSection = field(default_factory=PartitionSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    """Return ``value`` coerced to ``hint`` (int -> float only) or raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{name}.{unknown[0]}: unknown key; valid keys in [{name}] are {', '.join(sorted(known))}"
+        )
+    kwargs = {k: _check_type(f"{name}.{k}", v, hints[k]) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _parse_value(raw: str) -> Any:
+    """Parse an override as a TOML value; bare words are strings (``model.name=resnet18``)."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings onto a nested dict (in place) and return it."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, leaf = key.strip().partition(".")
+        if not sep or not dot or not leaf:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=0.01")
+        tree.setdefault(section, {})[leaf] = _parse_value(raw.strip())
+    return tree
+
+
+def from_dict(tree: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate a config from a nested dict (e.g. parsed TOML)."""
+    sections = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
+    hints = typing.get_type_hints(ExperimentConfig)
+    unknown = sorted(set(tree) - set(sections))
+    if unknown:
+        raise ConfigError(f"[{unknown[0]}]: unknown section; valid sections are {', '.join(sections)}")
+    built = {}
+    for name, values in tree.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name}: expected a table [{name}], got {values!r}")
+        built[name] = _build_section(name, hints[name], values)
+    cfg = ExperimentConfig(**built)
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a TOML file (or only defaults when ``path`` is None) and apply overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found; pass an existing file, e.g. configs/quickstart.toml")
+        try:
+            tree = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML ({exc}); fix the syntax at that line") from None
+    return from_dict(apply_overrides(tree, overrides or []))
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: str, key: str, choices: tuple[str, ...] | list[str]) -> None:
+    _require(value in choices, key, f"got {value!r}; choose one of {', '.join(choices)}")
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Range- and choice-check every value; names the first bad key."""
+    from fedrobust.data.catalog import check_supported_flag  # local: keeps config import light
+    from fedrobust.models.registry import MODEL_NAMES
+
+    r, d, p, m, t, a, e = cfg.run, cfg.data, cfg.partition, cfg.model, cfg.train, cfg.augment, cfg.eval
+    _require(bool(r.name) and "/" not in r.name, "run.name", "must be a non-empty name without '/'")
+    _require(r.threads >= 0, "run.threads", f"must be >= 0, got {r.threads}")
+    try:
+        check_supported_flag(d.dataset)
+    except Exception as exc:
+        raise ConfigError(f"data.dataset: {exc}") from None
+    _require(8 <= d.image_size <= 224, "data.image_size", f"must be in [8, 224], got {d.image_size}")
+    _one_of(p.scheme, "partition.scheme", PARTITION_SCHEMES)
+    _require(p.num_clients >= 1, "partition.num_clients", f"must be >= 1, got {p.num_clients}")
+    _require(p.alpha > 0, "partition.alpha", f"must be > 0, got {p.alpha}")
+    _require(p.labels_per_client >= 1, "partition.labels_per_client", "must be >= 1")
+    _require(p.min_samples >= 1, "partition.min_samples", f"must be >= 1, got {p.min_samples}")
+    _one_of(m.name, "model.name", MODEL_NAMES)
+    if m.pretrained:
+        _require(Path(m.pretrained).is_file(), "model.pretrained", f"file {m.pretrained} not found")
+    _require(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")
+    _require(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+    _require(t.lr > 0, "train.lr", f"must be > 0, got {t.lr}")
+    _require(0 <= t.momentum < 1, "train.momentum", f"must be in [0, 1), got {t.momentum}")
+    _require(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    _one_of(t.optimizer, "train.optimizer", ("adam", "adamw", "sgd"))
+    _one_of(t.scheduler, "train.scheduler", ("cosine", "none"))
+    _one_of(t.select, "train.select", ("val_auc", "val_acc", "last"))
+    _one_of(a.mode, "augment.mode", AUGMENT_MODES)
+    _require(a.eps >= 0, "augment.eps", f"must be >= 0, got {a.eps}")
+    _require(a.eps <= 1, "augment.eps", f"is in pixel units on [0, 1]; got {a.eps}")
+    _one_of(a.eps_sampling, "augment.eps_sampling", ("fixed", "uniform"))
+    _require(0 < a.fraction <= 1, "augment.fraction", f"must be in (0, 1], got {a.fraction}")
+    _one_of(a.combine, "augment.combine", ("append", "replace"))
+    _require(a.warmup_epochs >= 0, "augment.warmup_epochs", "must be >= 0")
+    _require(a.pgd_steps >= 1, "augment.pgd_steps", "must be >= 1")
+    _require(a.pgd_step_size >= 0, "augment.pgd_step_size", "must be >= 0")
+    for i, name in enumerate(a.classic):
+        _one_of(name, f"augment.classic[{i}]", CLASSIC_AUGMENTS)
+    if a.fused:
+        _require(a.mode in ("fgsm", "invfgsm", "both"), "augment.fused",
+                 f"works with mode fgsm, invfgsm or both (one gradient step), not {a.mode!r}")
+        _require(a.combine == "append", "augment.fused",
+                 "needs combine = 'append' (the clean samples must be trained on to reuse their gradient)")
+    _require(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    for i, eps in enumerate(e.fgsm_eps):
+        _require(0 <= eps <= 1, f"eval.fgsm_eps[{i}]", f"must be in [0, 1], got {eps}")

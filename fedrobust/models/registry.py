@@ -1,0 +1,137 @@
+"""Name -> builder registry (as in timm): every architecture is built the same way.
+
+Builders take ``(in_channels, num_classes, image_size)`` and return a randomly initialised
+``nn.Module`` producing ``num_classes`` logits. ImageNet weights cannot be fetched from a hub
+here; ``pretrained`` takes a local state_dict file instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fedrobust.errors import ConfigError
+from fedrobust.models.student import StudentCNN
+from fedrobust.tvcompat import import_torchvision
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, tuple[Builder, int]] = {}  # name -> (builder, minimum image size)
+
+
+def register(name: str, min_size: int = 1) -> Callable[[Builder], Builder]:
+    """Decorator adding a builder to the registry under ``name``."""
+
+    def wrap(fn: Builder) -> Builder:
+        _REGISTRY[name] = (fn, min_size)
+        return fn
+
+    return wrap
+
+
+def _small_stem(model: nn.Module, attr: str, in_channels: int) -> None:
+    """3x3 stride-1 first conv (no downsampling stem), the usual CIFAR/MedMNIST adaptation."""
+    old = getattr(model, attr)
+    setattr(model, attr, nn.Conv2d(in_channels, old.out_channels, 3, 1, 1, bias=False))
+
+
+def _swap_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    if conv.in_channels == in_channels:
+        return conv
+    return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                     bias=conv.bias is not None)
+
+
+@register("resnet18")
+def resnet18(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
+    m = import_torchvision().models.resnet18(num_classes=num_classes)
+    m.conv1 = _swap_first_conv(m.conv1, in_channels)
+    if small_stem:
+        _small_stem(m, "conv1", in_channels)
+        m.maxpool = nn.Identity()
+    return m
+
+
+@register("resnet50")
+def resnet50(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
+    m = import_torchvision().models.resnet50(num_classes=num_classes)
+    m.conv1 = _swap_first_conv(m.conv1, in_channels)
+    if small_stem:
+        _small_stem(m, "conv1", in_channels)
+        m.maxpool = nn.Identity()
+    return m
+
+
+@register("mobilenet_v2")
+def mobilenet_v2(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
+    m = import_torchvision().models.mobilenet_v2(num_classes=num_classes)
+    first = m.features[0][0]
+    m.features[0][0] = _swap_first_conv(first, in_channels)
+    if small_stem:
+        m.features[0][0] = nn.Conv2d(in_channels, first.out_channels, 3, 1, 1, bias=False)
+    return m
+
+
+@register("densenet121", min_size=29)
+def densenet121(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
+    m = import_torchvision().models.densenet121(num_classes=num_classes)
+    m.features.conv0 = _swap_first_conv(m.features.conv0, in_channels)
+    if small_stem:
+        _small_stem(m.features, "conv0", in_channels)
+        m.features.pool0 = nn.Identity()
+    return m
+
+
+@register("student")
+def student(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
+    return StudentCNN(in_channels, num_classes)
+
+
+MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def _load_pretrained(model: nn.Module, path: str) -> None:
+    """Load a local state_dict; tensors whose shapes differ (e.g. a 1000-class head) are skipped."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"model.pretrained: cannot read {path} as a torch state_dict ({type(exc).__name__})") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a fedrobust checkpoint
+    if not isinstance(state, dict):
+        raise ConfigError(f"model.pretrained: {path} holds a {type(state).__name__}, not a state_dict")
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ConfigError(f"model.pretrained: no tensor in {path} matches this architecture; wrong model.name?")
+    model.load_state_dict(usable, strict=False)
+
+
+def build_model(
+    name: str,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    *,
+    pretrained: str = "",
+    small_stem: bool = False,
+) -> nn.Module:
+    """Build a registered model; checks the image size it needs."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"model.name: unknown model {name!r}; choose one of {', '.join(_REGISTRY)}")
+    builder, min_size = _REGISTRY[name]
+    if image_size < min_size and not small_stem:
+        raise ConfigError(
+            f"model.name: {name} needs images of at least {min_size} px, got {image_size}; "
+            f"set data.image_size = 32"
+        )
+    model = builder(in_channels, num_classes, image_size, small_stem=small_stem)
+    if pretrained:
+        _load_pretrained(model, pretrained)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,101 @@
+"""One run directory per run: resolved config, metrics.jsonl, checkpoints, summary.json.
+
+Files that other tools read (summary, checkpoints) are written atomically (temp file + rename),
+so an interrupted run never leaves a half-written result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+import torch
+
+from fedrobust.config import ExperimentConfig
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
+
+
+class RunDir:
+    """The folder holding everything one run produced."""
+
+    CONFIG = "config.toml"
+    METRICS = "metrics.jsonl"
+    SUMMARY = "summary.json"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, cfg: ExperimentConfig) -> RunDir:
+        """``<out_dir>/<name>-<YYYYmmdd-HHMMSS>[-k]/`` with the resolved config written first."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(cfg.run.out_dir) / f"{cfg.run.name}-{stamp}"
+        path, k = base, 1
+        while True:
+            try:
+                path.mkdir(parents=True, exist_ok=False)
+                break
+            except FileExistsError:
+                k += 1
+                path = base.with_name(f"{base.name}-{k}")
+        run = cls(path)
+        atomic_write_bytes(path / cls.CONFIG, tomli_w.dumps(cfg.to_dict()).encode())
+        return run
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one JSON line to metrics.jsonl."""
+        with (self.path / self.METRICS).open("a") as fh:
+            fh.write(json.dumps(_json_safe(record)) + "\n")
+            fh.flush()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        f = self.path / self.METRICS
+        return [json.loads(line) for line in f.read_text().splitlines() if line] if f.exists() else []
+
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        atomic_write_json(self.path / self.SUMMARY, summary)
+        return self.path / self.SUMMARY

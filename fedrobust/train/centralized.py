@@ -1,0 +1,92 @@
+"""Centralized training: the non-federated baseline every federated number is compared to."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from fedrobust.augment import AdversarialPolicy, ClassicAugment
+from fedrobust.config import ExperimentConfig
+from fedrobust.data.loading import load_from_config
+from fedrobust.models import build_model, count_parameters
+from fedrobust.progress import progress_bar
+from fedrobust.rundir import RunDir
+from fedrobust.seeding import seed_everything
+from fedrobust.train.evaluate import evaluate, evaluate_robust
+from fedrobust.train.local import make_optimizer, train_epoch
+
+
+def _selection_score(select: str, val: dict[str, float], epoch: int) -> float:
+    if select == "last":
+        return float(epoch)
+    value = val["auc"] if select == "val_auc" else val["acc"]
+    return -math.inf if math.isnan(value) else value
+
+
+def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) -> RunDir:
+    """Train on the train split, select on val, report on test; returns the run directory."""
+    generator = seed_everything(cfg.run.seed, cfg.run.threads)
+    train, val, test = (load_from_config(cfg.data, s) for s in ("train", "val", "test"))
+    info = train.info
+    model = build_model(cfg.model.name, train.images.shape[1], info.num_classes, cfg.data.image_size,
+                        pretrained=cfg.model.pretrained, small_stem=cfg.model.small_stem)
+    optimizer = make_optimizer(model, cfg.train)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.train.epochs)
+                 if cfg.train.scheduler == "cosine" else None)
+    policy = AdversarialPolicy(cfg.augment, torch.Generator().manual_seed(cfg.run.seed + 1))
+    a = cfg.augment
+    classic = ClassicAugment(a.classic, cfg.data.image_size, a.rotation_degrees, a.crop_padding, a.jitter)
+    run = RunDir.create(cfg)
+    log(f"run {run.path}: {cfg.model.name} ({count_parameters(model):,} params) on {info.flag} "
+        f"train/val/test {len(train)}/{len(val)}/{len(test)}, augment={a.mode}")
+
+    best_state, best_score, best_epoch = None, -math.inf, 0
+    started = time.perf_counter()
+    for epoch in range(cfg.train.epochs):
+        with progress_bar(total=len(train), desc=f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
+            stats = train_epoch(model, train.images, train.labels, optimizer, cfg.train, policy,
+                                classic, epoch, generator, progress=bar)
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        val_m = evaluate(model, val, cfg.eval.batch_size)
+        run.log({"epoch": epoch + 1, "lr": lr, "train": stats.to_dict(), "val": val_m})
+        log(f"epoch {epoch + 1:3d}  loss {stats.loss:.4f}  adv {stats.adv_share:.2f}  "
+            f"val acc {val_m['acc']:.3f} auc {val_m['auc']:.3f}  ({stats.seconds:.1f}s)")
+        score = _selection_score(cfg.train.select, val_m, epoch)
+        if score > best_score:
+            best_score, best_epoch = score, epoch + 1
+            best_state = copy.deepcopy(model.state_dict())
+    run.save_checkpoint("last.pt", {"model": model.state_dict(), "epoch": cfg.train.epochs})
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    run.save_checkpoint("model.pt", {"model": model.state_dict(), "epoch": best_epoch,
+                                     "model_name": cfg.model.name, "config": cfg.to_dict()})
+    test_m = evaluate(model, test, cfg.eval.batch_size)
+    robust = evaluate_robust(model, test, cfg.eval.fgsm_eps, cfg.eval.batch_size)
+    summary = {
+        "kind": "centralized",
+        "dataset": info.flag,
+        "model": cfg.model.name,
+        "parameters": count_parameters(model),
+        "augment": cfg.augment.mode,
+        "selected_epoch": best_epoch,
+        "selection": cfg.train.select,
+        "train_seconds": time.perf_counter() - started,
+        "test": test_m,
+        "test_fgsm": robust,
+    }
+    run.write_summary(summary)
+    fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in robust.items())
+    log(f"test acc {test_m['acc']:.3f}  auc {test_m['auc']:.3f}  (epoch {best_epoch}, by {cfg.train.select})")
+    if fg:
+        log(f"test FGSM acc by eps  {fg}")
+    log(f"results in {run.path}")
+    sys.stdout.flush()
+    return run

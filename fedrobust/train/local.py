@@ -1,0 +1,104 @@
+"""One epoch of (adversarially augmented) training: the unit both centralized and federated use."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from fedrobust.attacks import classification_loss
+from fedrobust.augment import AdversarialPolicy, ClassicAugment
+from fedrobust.config import TrainSection
+from fedrobust.train.batches import iterate_batches
+
+
+@dataclass
+class EpochStats:
+    """What one pass over the local data did."""
+
+    loss: float  # mean training loss over all samples trained on (clean + adversarial)
+    accuracy: float  # accuracy on the clean samples, measured during training (train mode)
+    num_examples: int  # clean samples seen
+    adv_share: float  # adversarial samples / samples trained on
+    seconds: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _fused_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: AdversarialPolicy) -> tuple[float, int, int, torch.Tensor]:
+    """Clean forward/backward that also yields d loss / d x, then one backward on the adversarial copies.
+
+    The two losses are weighted as if clean and adversarial samples formed one batch.
+    """
+    n = len(x)
+    m = max(1, round(policy.cfg.fraction * n)) * (2 if policy.cfg.mode == "both" else 1)
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    clean = classification_loss(logits, y, reduction="sum")
+    (clean / (n + m)).backward()
+    batch = policy.augment(model, x.detach(), y, input_grad=x.grad)
+    adv = classification_loss(model(batch.x), batch.y, reduction="sum")
+    (adv / (n + batch.n_adv)).backward()
+    return float(clean + adv.detach()), n + batch.n_adv, batch.n_adv, logits.detach()
+
+
+def train_epoch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainSection,
+    policy: AdversarialPolicy | None = None,
+    classic: ClassicAugment | None = None,
+    epoch: int = 0,
+    generator: torch.Generator | None = None,
+    progress=None,
+) -> EpochStats:
+    """Train ``model`` in place for one epoch over ``(x, y)``; returns its statistics."""
+    model.train()
+    adversarial = policy is not None and policy.active(epoch)
+    fused = adversarial and policy.cfg.fused
+    start = time.perf_counter()
+    loss_sum, trained, adv_total, correct, clean_seen = 0.0, 0, 0, 0, 0
+    for xb, yb in iterate_batches(x, y, cfg.batch_size, shuffle=True, generator=generator,
+                                  drop_last_singleton=True):
+        if classic:
+            xb = classic(xb)
+        optimizer.zero_grad(set_to_none=True)
+        if fused:
+            batch_loss, n_trained, n_adv, clean_logits = _fused_step(model, xb, yb, policy)
+        else:
+            batch = policy.augment(model, xb, yb) if adversarial else None
+            bx, by = (batch.x, batch.y) if batch else (xb, yb)
+            logits = model(bx)
+            loss = classification_loss(logits, by, reduction="sum")
+            (loss / len(by)).backward()
+            batch_loss, n_trained, n_adv = float(loss.detach()), len(by), batch.n_adv if batch else 0
+            clean_logits = logits[: len(yb)].detach()
+        optimizer.step()
+        loss_sum += batch_loss
+        trained += n_trained
+        adv_total += n_adv
+        clean_seen += len(yb)
+        correct += int((clean_logits.argmax(1) == yb).sum())
+        if progress is not None:
+            progress.update(len(yb))
+    return EpochStats(
+        loss=loss_sum / max(trained, 1),
+        accuracy=correct / max(clean_seen, 1),
+        num_examples=clean_seen,
+        adv_share=adv_total / max(trained, 1),
+        seconds=time.perf_counter() - start,
+    )
