@@ -16,7 +16,8 @@ class ClassicAugment:
 
     def __init__(self, names: list[str], image_size: int, rotation_degrees: float = 10.0,
                  crop_padding: int = 2, jitter: float = 0.2) -> None:
-        v2 = import_torchvision().transforms.v2
+        import_torchvision()
+        from torchvision.transforms import v2
         steps = []
         for name in names:
             if name == "flip":

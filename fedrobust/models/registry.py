@@ -97,7 +97,9 @@ def _load_pretrained(model: nn.Module, path: str) -> None:
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ConfigError(f"model.pretrained: cannot read {path} as a torch state_dict ({type(exc).__name__})") from None
+        raise ConfigError(
+            f"model.pretrained: cannot read {path} as a torch state_dict ({type(exc).__name__})"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a fedrobust checkpoint
     if not isinstance(state, dict):

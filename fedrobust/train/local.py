@@ -37,7 +37,9 @@ def make_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _fused_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: AdversarialPolicy) -> tuple[float, int, int, torch.Tensor]:
+def _fused_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: AdversarialPolicy
+) -> tuple[float, int, int, torch.Tensor]:
     """Clean forward/backward that also yields d loss / d x, then one backward on the adversarial copies.
 
     The two losses are weighted as if clean and adversarial samples formed one batch.
@@ -51,7 +53,7 @@ def _fused_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: Adve
     batch = policy.augment(model, x.detach(), y, input_grad=x.grad)
     adv = classification_loss(model(batch.x), batch.y, reduction="sum")
     (adv / (n + batch.n_adv)).backward()
-    return float(clean + adv.detach()), n + batch.n_adv, batch.n_adv, logits.detach()
+    return float(clean.detach() + adv.detach()), n + batch.n_adv, batch.n_adv, logits.detach()
 
 
 def train_epoch(

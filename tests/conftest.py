@@ -1,0 +1,51 @@
+"""Shared fixtures: the real MedMNIST data root, and small fake npz files for other sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedrobust.data.catalog import dataset_info
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "medmnist"
+
+
+def real_data_root() -> Path | None:
+    for candidate in (os.environ.get("FEDROBUST_DATA_ROOT"), SHARED):
+        if candidate and (Path(candidate) / "breastmnist.npz").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = real_data_root()
+    if root is None:
+        pytest.skip("official breastmnist.npz not found: set FEDROBUST_DATA_ROOT")
+    return root
+
+
+def write_fake_medmnist(root: Path, flag: str, n: tuple[int, int, int] = (40, 10, 10), size: int = 28,
+                        seed: int = 0) -> Path:
+    """A small npz in the official layout (uint8 images, (N, 1) labels) for ``flag``."""
+    info = dataset_info(flag)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, count in zip(("train", "val", "test"), n, strict=True):
+        shape = (count, size, size) + ((3,) if info.channels == 3 else ())
+        arrays[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(count) % info.num_classes).reshape(-1, 1).astype(np.uint8)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{flag}.npz"
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(2)

@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from fedrobust.errors import ConfigError
+from fedrobust.models import MODEL_NAMES, build_model, count_parameters
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_forward_backward(name, channels):
+    size = 32 if name == "densenet121" else 28
+    model = build_model(name, channels, 7, size)
+    out = model(torch.rand(2, channels, size, size))
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_registry_has_the_designed_models():
+    assert {"densenet121", "mobilenet_v2", "resnet18", "resnet50", "student"} <= set(MODEL_NAMES)
+
+
+def test_densenet_needs_29_px():
+    with pytest.raises(ConfigError, match=r"data\.image_size = 32"):
+        build_model("densenet121", 1, 2, 28)
+
+
+def test_student_is_small():
+    assert count_parameters(build_model("student", 3, 8, 28)) <= 150_000
+
+
+def test_small_stem_keeps_resolution():
+    model = build_model("resnet18", 1, 2, 28, small_stem=True)
+    assert model.conv1.stride == (1, 1) and isinstance(model.maxpool, torch.nn.Identity)
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 2)
+
+
+def test_pretrained_from_local_file(tmp_path):
+    source = build_model("resnet18", 3, 1000, 28)  # e.g. an ImageNet-shaped checkpoint
+    path = tmp_path / "w.pt"
+    torch.save(source.state_dict(), path)
+    model = build_model("resnet18", 3, 2, 28, pretrained=str(path))
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+    assert model.fc.weight.shape == (2, 512)  # mismatched head left at random init
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ConfigError, match="cannot read"):
+        build_model("resnet18", 3, 2, 28, pretrained=str(tmp_path / "junk.pt"))
+    torch.save(build_model("student", 1, 2, 28).state_dict(), tmp_path / "student.pt")
+    with pytest.raises(ConfigError, match="no tensor"):
+        build_model("resnet18", 3, 2, 28, pretrained=str(tmp_path / "student.pt"))
