@@ -8,7 +8,7 @@ import sys
 from fedrobust.errors import FedrobustError
 
 EPILOG = """examples:
-  fedrobust train --config configs/centralized.toml --set train.epochs=5
+  fedrobust train --config configs/centralized_breast_resnet18.toml --set train.epochs=5
   fedrobust partition --dataset breastmnist --clients 10 --scheme dirichlet --alpha 0.5
 
 data root: --data-root DIR, else $FEDROBUST_DATA_ROOT, else ~/.medmnist (medmnist's default)."""

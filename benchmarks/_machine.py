@@ -1,0 +1,33 @@
+"""Machine description recorded next to every benchmark result."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+import time
+
+import torch
+
+
+def describe() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as fh:
+            kb = int(next(line.split()[1] for line in fh if line.startswith("MemTotal")))
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    return (f"{os.cpu_count()} CPUs ({cpu}){mem}, torch {torch.__version__} with {torch.get_num_threads()} "
+            f"threads, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+
+
+def command() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
