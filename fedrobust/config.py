@@ -28,6 +28,7 @@ class RunSection:
     name: str = "run"
     seed: int = 0
     out_dir: str = "runs"
+    dir: str = ""  # explicit run directory (set by `fedrobust simulate`); "" = new one under out_dir
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
 
@@ -104,6 +105,50 @@ class EvalSection:
     fgsm_eps: list[float] = field(default_factory=lambda: [0.001, 0.002, 0.003, 0.004, 0.005])
 
 
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+
+
+@dataclass
+class FederationSection:
+    """Rounds, the Flower strategy by name, client sampling and per-round evaluation."""
+
+    rounds: int = 3
+    strategy: str = "fedavg"
+    fraction_train: float = 1.0  # share of clients sampled each round (seeded, by partition id)
+    fraction_evaluate: float = 0.0  # share asked for client-side evaluation on their test shard
+    local_epochs: int = 1
+    proximal_mu: float = 0.01  # fedprox
+    trimmed_beta: float = 0.2  # fedtrimmedavg: share cut from each end
+    num_malicious: int = 0  # krum / multikrum / bulyan: assumed Byzantine clients
+    multikrum_select: int = 2  # multikrum: updates averaged
+    server_lr: float = 0.1  # fedadam: server learning rate (eta)
+    server_tau: float = 1e-3  # fedadam: adaptivity
+    eval_eps: float = 0.003  # FGSM eps of the per-round central robustness check
+    alt_fraction: float = 0.0  # share of clients that use [alt_augment] instead of [augment]
+    round_timeout: float = 3600.0  # seconds to wait for the replies of one round
+    keep_checkpoints: int = 2  # per-round global checkpoints kept (the newest)
+
+
+@dataclass
+class SimulationSection:
+    """Flower simulation runtime (Ray backend)."""
+
+    num_cpus: int = 0  # CPUs Ray may use; 0 = all of this machine
+    cpus_per_client: int = 1  # Ray CPUs per virtual client (also its torch threads)
+    ray_address: str = ""  # "" = start a local Ray; "auto" or "HOST:PORT" = join a Ray cluster
+    startup_timeout: float = 120.0  # seconds for the SuperLink and all virtual nodes to come up
+    verbose: bool = False  # pass Flower's own logs through to the terminal
+
+
+@dataclass
+class FaultsSection:
+    """Fault injection for tests and drills: which partitions misbehave."""
+
+    fail_partitions: list[int] = field(default_factory=list)  # raise during local training
+    nonfinite_partitions: list[int] = field(default_factory=list)  # send NaN weights
+    stop_after_round: int = 0  # server stops (as if killed) after checkpointing this round; 0 = never
+
+
 @dataclass
 class ExperimentConfig:
     """The whole experiment; sections mirror the TOML tables."""
@@ -114,7 +159,11 @@ class ExperimentConfig:
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainSection = field(default_factory=TrainSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
+    alt_augment: AugmentSection = field(default_factory=AugmentSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    federation: FederationSection = field(default_factory=FederationSection)
+    simulation: SimulationSection = field(default_factory=SimulationSection)
+    faults: FaultsSection = field(default_factory=FaultsSection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -125,6 +174,8 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin is list:
         (item,) = typing.get_args(hint)
+        if isinstance(value, str):  # flat configs (Flower run_config) carry lists as strings
+            value = _parse_list(value)
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
@@ -135,6 +186,28 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
     if not isinstance(value, hint):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
+
+
+def _parse_list(raw: str) -> Any:
+    """'[0.1, 0.2]' (TOML) or '0.1,0.2' or '' -> list; anything else is returned unchanged."""
+    text = raw.strip()
+    if not text:
+        return []
+    if not text.startswith("["):
+        text = "[" + ",".join(_quote_word(w) for w in text.split(",")) + "]"
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _quote_word(word: str) -> str:
+    word = word.strip()
+    try:
+        tomllib.loads(f"v = {word}")
+        return word
+    except tomllib.TOMLDecodeError:
+        return f'"{word}"'
 
 
 def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
@@ -185,6 +258,28 @@ def from_dict(tree: dict[str, Any]) -> ExperimentConfig:
     return cfg
 
 
+def to_flat(cfg: ExperimentConfig) -> dict[str, bool | int | float | str]:
+    """``{"section.key": scalar}`` for Flower's run_config (lists become TOML array strings)."""
+    flat: dict[str, bool | int | float | str] = {}
+    for section, values in cfg.to_dict().items():
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = (
+                "[" + ", ".join(f'"{v}"' if isinstance(v, str) else repr(v) for v in value) + "]"
+                if isinstance(value, list) else value
+            )
+    return flat
+
+
+def from_flat(flat: dict[str, Any]) -> ExperimentConfig:
+    """Inverse of :func:`to_flat`; keys without a dot (Flower's own) are ignored."""
+    tree: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, dot, leaf = key.partition(".")
+        if dot:
+            tree.setdefault(section, {})[leaf] = value
+    return from_dict(tree)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load a TOML file (or only defaults when ``path`` is None) and apply overrides."""
     tree: dict[str, Any] = {}
@@ -213,7 +308,7 @@ def validate(cfg: ExperimentConfig) -> None:
     from fedrobust.data.catalog import check_supported_flag  # local: keeps config import light
     from fedrobust.models.registry import MODEL_NAMES
 
-    r, d, p, m, t, a, e = cfg.run, cfg.data, cfg.partition, cfg.model, cfg.train, cfg.augment, cfg.eval
+    r, d, p, m, t, e = cfg.run, cfg.data, cfg.partition, cfg.model, cfg.train, cfg.eval
     _require(bool(r.name) and "/" not in r.name, "run.name", "must be a non-empty name without '/'")
     _require(r.threads >= 0, "run.threads", f"must be >= 0, got {r.threads}")
     try:
@@ -237,22 +332,55 @@ def validate(cfg: ExperimentConfig) -> None:
     _one_of(t.optimizer, "train.optimizer", ("adam", "adamw", "sgd"))
     _one_of(t.scheduler, "train.scheduler", ("cosine", "none"))
     _one_of(t.select, "train.select", ("val_auc", "val_acc", "last"))
-    _one_of(a.mode, "augment.mode", AUGMENT_MODES)
-    _require(a.eps >= 0, "augment.eps", f"must be >= 0, got {a.eps}")
-    _require(a.eps <= 1, "augment.eps", f"is in pixel units on [0, 1]; got {a.eps}")
-    _one_of(a.eps_sampling, "augment.eps_sampling", ("fixed", "uniform"))
-    _require(0 < a.fraction <= 1, "augment.fraction", f"must be in (0, 1], got {a.fraction}")
-    _one_of(a.combine, "augment.combine", ("append", "replace"))
-    _require(a.warmup_epochs >= 0, "augment.warmup_epochs", "must be >= 0")
-    _require(a.pgd_steps >= 1, "augment.pgd_steps", "must be >= 1")
-    _require(a.pgd_step_size >= 0, "augment.pgd_step_size", "must be >= 0")
-    for i, name in enumerate(a.classic):
-        _one_of(name, f"augment.classic[{i}]", CLASSIC_AUGMENTS)
-    if a.fused:
-        _require(a.mode in ("fgsm", "invfgsm", "both"), "augment.fused",
-                 f"works with mode fgsm, invfgsm or both (one gradient step), not {a.mode!r}")
-        _require(a.combine == "append", "augment.fused",
-                 "needs combine = 'append' (the clean samples must be trained on to reuse their gradient)")
+    _validate_augment(cfg.augment, "augment")
+    _validate_augment(cfg.alt_augment, "alt_augment")
     _require(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
     for i, eps in enumerate(e.fgsm_eps):
         _require(0 <= eps <= 1, f"eval.fgsm_eps[{i}]", f"must be in [0, 1], got {eps}")
+    _validate_federation(cfg)
+
+
+def _validate_augment(a: AugmentSection, name: str) -> None:
+    _one_of(a.mode, f"{name}.mode", AUGMENT_MODES)
+    _require(a.eps >= 0, f"{name}.eps", f"must be >= 0, got {a.eps}")
+    _require(a.eps <= 1, f"{name}.eps", f"is in pixel units on [0, 1]; got {a.eps}")
+    _one_of(a.eps_sampling, f"{name}.eps_sampling", ("fixed", "uniform"))
+    _require(0 < a.fraction <= 1, f"{name}.fraction", f"must be in (0, 1], got {a.fraction}")
+    _one_of(a.combine, f"{name}.combine", ("append", "replace"))
+    _require(a.warmup_epochs >= 0, f"{name}.warmup_epochs", "must be >= 0")
+    _require(a.pgd_steps >= 1, f"{name}.pgd_steps", "must be >= 1")
+    _require(a.pgd_step_size >= 0, f"{name}.pgd_step_size", "must be >= 0")
+    for i, aug in enumerate(a.classic):
+        _one_of(aug, f"{name}.classic[{i}]", CLASSIC_AUGMENTS)
+    if a.fused:
+        _require(a.mode in ("fgsm", "invfgsm", "both"), f"{name}.fused",
+                 f"works with mode fgsm, invfgsm or both (one gradient step), not {a.mode!r}")
+        _require(a.combine == "append", f"{name}.fused",
+                 "needs combine = 'append' (the clean samples must be trained on to reuse their gradient)")
+
+
+def _validate_federation(cfg: ExperimentConfig) -> None:
+    f, sim, p = cfg.federation, cfg.simulation, cfg.partition
+    _require(f.rounds >= 1, "federation.rounds", f"must be >= 1, got {f.rounds}")
+    _one_of(f.strategy, "federation.strategy", STRATEGIES)
+    _require(0 < f.fraction_train <= 1, "federation.fraction_train", f"must be in (0, 1], got {f.fraction_train}")
+    _require(0 <= f.fraction_evaluate <= 1, "federation.fraction_evaluate",
+             f"must be in [0, 1], got {f.fraction_evaluate}")
+    _require(f.local_epochs >= 1, "federation.local_epochs", f"must be >= 1, got {f.local_epochs}")
+    _require(f.proximal_mu >= 0, "federation.proximal_mu", f"must be >= 0, got {f.proximal_mu}")
+    _require(0 <= f.trimmed_beta < 0.5, "federation.trimmed_beta", f"must be in [0, 0.5), got {f.trimmed_beta}")
+    _require(f.num_malicious >= 0, "federation.num_malicious", f"must be >= 0, got {f.num_malicious}")
+    _require(f.multikrum_select >= 1, "federation.multikrum_select", "must be >= 1")
+    _require(f.server_lr > 0, "federation.server_lr", f"must be > 0, got {f.server_lr}")
+    _require(f.server_tau > 0, "federation.server_tau", f"must be > 0, got {f.server_tau}")
+    _require(0 <= f.eval_eps <= 1, "federation.eval_eps", f"must be in [0, 1], got {f.eval_eps}")
+    _require(0 <= f.alt_fraction <= 1, "federation.alt_fraction", f"must be in [0, 1], got {f.alt_fraction}")
+    _require(f.round_timeout > 0, "federation.round_timeout", "must be > 0")
+    _require(f.keep_checkpoints >= 1, "federation.keep_checkpoints", "must be >= 1")
+    _require(sim.num_cpus >= 0, "simulation.num_cpus", f"must be >= 0, got {sim.num_cpus}")
+    _require(sim.cpus_per_client > 0, "simulation.cpus_per_client", f"must be > 0, got {sim.cpus_per_client}")
+    _require(sim.startup_timeout > 0, "simulation.startup_timeout", "must be > 0")
+    for name in ("fail_partitions", "nonfinite_partitions"):
+        for i, pid in enumerate(getattr(cfg.faults, name)):
+            _require(0 <= pid < p.num_clients, f"faults.{name}[{i}]",
+                     f"partition {pid} does not exist with {p.num_clients} clients")

@@ -18,6 +18,7 @@ import tomli_w
 import torch
 
 from fedrobust.config import ExperimentConfig
+from fedrobust.errors import FedrobustError
 
 
 def _json_safe(value: Any) -> Any:
@@ -70,8 +71,27 @@ class RunDir:
                 k += 1
                 path = base.with_name(f"{base.name}-{k}")
         run = cls(path)
-        atomic_write_bytes(path / cls.CONFIG, tomli_w.dumps(cfg.to_dict()).encode())
+        run.write_config(cfg)
         return run
+
+    @classmethod
+    def open(cls, path: Path, cfg: ExperimentConfig) -> RunDir:
+        """An explicit run directory: created with the config if new, else reused (resume)."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise FedrobustError(f"run directory {path} is a file; pass a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        if not (path / cls.CONFIG).exists():
+            run.write_config(cfg)
+        return run
+
+    def write_config(self, cfg: ExperimentConfig) -> None:
+        atomic_write_bytes(self.path / self.CONFIG, tomli_w.dumps(cfg.to_dict()).encode())
+
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(_json_safe(r)) + "\n" for r in records)
+        atomic_write_bytes(self.path / self.METRICS, text.encode())
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line to metrics.jsonl."""

@@ -67,8 +67,14 @@ def train_epoch(
     epoch: int = 0,
     generator: torch.Generator | None = None,
     progress=None,
+    proximal_mu: float = 0.0,
+    anchor: list[torch.Tensor] | None = None,
 ) -> EpochStats:
-    """Train ``model`` in place for one epoch over ``(x, y)``; returns its statistics."""
+    """Train ``model`` in place for one epoch over ``(x, y)``; returns its statistics.
+
+    With ``proximal_mu > 0`` and ``anchor`` (the global parameters), adds FedProx's proximal
+    term mu/2 * ||w - w_global||^2 through its gradient mu * (w - w_global).
+    """
     model.train()
     adversarial = policy is not None and policy.active(epoch)
     fused = adversarial and policy.cfg.fused
@@ -89,6 +95,11 @@ def train_epoch(
             (loss / len(by)).backward()
             batch_loss, n_trained, n_adv = float(loss.detach()), len(by), batch.n_adv if batch else 0
             clean_logits = logits[: len(yb)].detach()
+        if proximal_mu > 0 and anchor is not None:
+            with torch.no_grad():
+                for p, p0 in zip(model.parameters(), anchor, strict=True):
+                    if p.grad is not None:
+                        p.grad.add_(p - p0, alpha=proximal_mu)
         optimizer.step()
         loss_sum += batch_loss
         trained += n_trained

@@ -1,0 +1,126 @@
+"""One hospital: its shard of the training split and its local (adversarially augmented) update."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedrobust.augment import AdversarialPolicy, ClassicAugment
+from fedrobust.config import DataSection, ExperimentConfig
+from fedrobust.data.loading import ImageSplit, load_from_config
+from fedrobust.data.partition import partition_indices
+from fedrobust.errors import FedrobustError
+from fedrobust.federated.plan import alt_partitions, local_seed
+from fedrobust.models import build_model
+from fedrobust.train.evaluate import evaluate
+from fedrobust.train.local import make_optimizer, train_epoch
+
+StateDict = dict[str, torch.Tensor]
+
+
+class InjectedFault(FedrobustError):
+    """Raised on purpose by ``[faults] fail_partitions`` to exercise failure handling."""
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_split(data: tuple, split: str) -> ImageSplit:
+    """Simulation reuses worker processes for many virtual clients: load each split once.
+
+    ``data`` is ``dataclasses.astuple`` of the ``[data]`` section (hashable cache key).
+    """
+    return load_from_config(DataSection(*data), split)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_partition(data: tuple, split: str, num_clients: int, scheme: str, seed: int, alpha: float,
+                      labels_per_client: int, min_samples: int) -> tuple[np.ndarray, ...]:
+    labels = _cached_split(data, split).labels.numpy()
+    return tuple(partition_indices(labels, num_clients, scheme, seed=seed, alpha=alpha,
+                                   labels_per_client=labels_per_client, min_samples=min_samples))
+
+
+class LocalClient:
+    """The ML of one federated client; knows nothing of Flower."""
+
+    def __init__(self, cfg: ExperimentConfig, partition_id: int, num_partitions: int | None = None) -> None:
+        num = cfg.partition.num_clients if num_partitions is None else num_partitions
+        if not 0 <= partition_id < num:
+            raise FedrobustError(f"partition-id {partition_id} is outside 0..{num - 1} (num-partitions {num})")
+        self.cfg = cfg
+        self.partition_id = partition_id
+        self.num_partitions = num
+        self.uses_alt_policy = partition_id in alt_partitions(cfg)
+
+    # data ---------------------------------------------------------------------------------------
+    def _data_key(self) -> tuple:
+        return dataclasses.astuple(self.cfg.data)
+
+    def train_data(self) -> ImageSplit:
+        p = self.cfg.partition
+        parts = _cached_partition(self._data_key(), "train", self.num_partitions, p.scheme, self.cfg.run.seed,
+                                  p.alpha, p.labels_per_client, p.min_samples)
+        return _cached_split(self._data_key(), "train").subset(parts[self.partition_id])
+
+    def test_data(self) -> ImageSplit:
+        """This client's IID share of the test split, for client-side evaluation."""
+        parts = _cached_partition(self._data_key(), "test", self.num_partitions, "iid", self.cfg.run.seed,
+                                  1.0, 1, 1)
+        return _cached_split(self._data_key(), "test").subset(parts[self.partition_id])
+
+    def build_model(self) -> torch.nn.Module:
+        c, info = self.cfg, _cached_split(self._data_key(), "train").info
+        channels = 3 if (c.data.as_rgb or info.channels == 3) else 1
+        return build_model(c.model.name, channels, info.num_classes, c.data.image_size,
+                           small_stem=c.model.small_stem)
+
+    # work ---------------------------------------------------------------------------------------
+    def train(self, state: StateDict, server_round: int, proximal_mu: float = 0.0) -> tuple[StateDict, dict[str, Any]]:
+        """Local epochs from the global ``state``; returns new weights and metrics."""
+        cfg = self.cfg
+        if self.partition_id in cfg.faults.fail_partitions:
+            raise InjectedFault(f"partition {self.partition_id} fails on purpose ([faults] fail_partitions)")
+        started = time.perf_counter()
+        seed = local_seed(cfg, server_round, self.partition_id)
+        torch.manual_seed(seed)
+        data = self.train_data()
+        model = self.build_model()
+        model.load_state_dict(state)
+        anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+        optimizer = make_optimizer(model, cfg.train)
+        aug = cfg.alt_augment if self.uses_alt_policy else cfg.augment
+        policy = AdversarialPolicy(aug, torch.Generator().manual_seed(seed + 1))
+        classic = ClassicAugment(aug.classic, cfg.data.image_size, aug.rotation_degrees, aug.crop_padding, aug.jitter)
+        generator = torch.Generator().manual_seed(seed)
+        stats = []
+        for epoch in range(cfg.federation.local_epochs):
+            # warm-up counts rounds: a client's adversarial augmentation starts after
+            # `warmup_epochs` of federated training (local epochs x rounds).
+            global_epoch = (server_round - 1) * cfg.federation.local_epochs + epoch
+            stats.append(train_epoch(model, data.images, data.labels, optimizer, cfg.train, policy, classic,
+                                     global_epoch, generator, proximal_mu=proximal_mu, anchor=anchor))
+        new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if self.partition_id in cfg.faults.nonfinite_partitions:
+            first = next(k for k, v in new_state.items() if v.is_floating_point())
+            new_state[first] = torch.full_like(new_state[first], float("nan"))
+        last = stats[-1]
+        metrics = {
+            "num-examples": len(data),
+            "train-loss": float(np.mean([s.loss for s in stats])),
+            "train-acc": last.accuracy,
+            "adv-share": float(np.mean([s.adv_share for s in stats])),
+            "seconds": time.perf_counter() - started,
+        }
+        return new_state, metrics
+
+    def evaluate(self, state: StateDict) -> dict[str, Any]:
+        """Global model on this client's share of the test split."""
+        data = self.test_data()
+        model = self.build_model()
+        model.load_state_dict(state)
+        m = evaluate(model, data, self.cfg.eval.batch_size)
+        return {"num-examples": len(data), "client-test-acc": m["acc"], "client-test-loss": m["loss"]}

@@ -1,0 +1,133 @@
+"""The server's side of a federation, Flower-free: the global model's evaluation every round,
+per-round checkpoints, metrics.jsonl, resume, and the final summary."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedrobust.config import ExperimentConfig
+from fedrobust.data.loading import load_from_config
+from fedrobust.errors import FedrobustError
+from fedrobust.models import build_model, count_parameters
+from fedrobust.rundir import RunDir
+from fedrobust.train.evaluate import adversarial_images, evaluate, evaluate_robust
+
+StateDict = dict[str, torch.Tensor]
+CHECKPOINTS = "checkpoints"
+
+
+def is_finite_state(state: dict[str, Any]) -> bool:
+    """True if every floating-point tensor/array of an update is free of NaN and Inf."""
+    for value in state.values():
+        t = torch.as_tensor(value)
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return False
+    return True
+
+
+class FederatedRun:
+    """Owns the run directory and the global model's evaluation for a federated run."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.run = RunDir.open(Path(cfg.run.dir), cfg) if cfg.run.dir else RunDir.create(cfg)
+        self.test = load_from_config(cfg.data, "test")
+        info = self.test.info
+        self.model = build_model(cfg.model.name, self.test.images.shape[1], info.num_classes, cfg.data.image_size,
+                                 pretrained=cfg.model.pretrained, small_stem=cfg.model.small_stem)
+        self.started = time.perf_counter()
+
+    # state ------------------------------------------------------------------------------------
+    def _checkpoint_path(self, server_round: int) -> Path:
+        return self.run.path / CHECKPOINTS / f"round_{server_round:04d}.pt"
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted((self.run.path / CHECKPOINTS).glob("round_*.pt"))
+        return found[-1] if found else None
+
+    def initial_state(self) -> tuple[int, StateDict, dict[str, Any]]:
+        """(last completed round, global weights, strategy state): fresh, or from the newest checkpoint."""
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            torch.manual_seed(self.cfg.run.seed)
+            fresh = build_model(self.cfg.model.name, self.test.images.shape[1], self.test.info.num_classes,
+                                self.cfg.data.image_size, pretrained=self.cfg.model.pretrained,
+                                small_stem=self.cfg.model.small_stem)
+            return 0, fresh.state_dict(), {}
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        done = int(saved["round"])
+        # drop metric lines of rounds after the checkpoint (an interrupted round is redone)
+        lines = [r for r in self.run.metrics() if r.get("round", 0) <= done]
+        self.run.rewrite_metrics(lines)
+        return done, saved["model"], saved.get("strategy", {})
+
+    # per round ---------------------------------------------------------------------------------
+    def evaluate(self, state: StateDict) -> dict[str, float]:
+        """Clean test accuracy/AUC/loss and FGSM accuracy at ``federation.eval_eps``."""
+        self.model.load_state_dict(state)
+        bs = self.cfg.eval.batch_size
+        out = evaluate(self.model, self.test, bs)
+        eps = self.cfg.federation.eval_eps
+        adv = evaluate(self.model, self.test, bs, x=adversarial_images(self.model, self.test, eps, bs))
+        out.update({"fgsm_eps": eps, "fgsm_acc": adv["acc"], "fgsm_auc": adv["auc"]})
+        return out
+
+    def end_round(self, server_round: int, state: StateDict, strategy_state: dict[str, Any],
+                  record: dict[str, Any]) -> None:
+        """Log the round, then checkpoint it (a crash between the two redoes the round on resume)."""
+        self.run.log({"round": server_round, **record})
+        self.run.save_checkpoint(f"{CHECKPOINTS}/round_{server_round:04d}.pt",
+                                 {"round": server_round, "model": state, "strategy": strategy_state})
+        old = sorted((self.run.path / CHECKPOINTS).glob("round_*.pt"))[: -self.cfg.federation.keep_checkpoints]
+        for path in old:
+            path.unlink(missing_ok=True)
+        stop = self.cfg.faults.stop_after_round
+        if stop and server_round == stop and server_round < self.cfg.federation.rounds:
+            raise FedrobustError(f"stopping after round {server_round} on purpose ([faults] stop_after_round)")
+
+    def finish(self, state: StateDict) -> dict[str, Any]:
+        """Final global model: model.pt, test metrics at every eval eps, summary.json."""
+        cfg = self.cfg
+        self.model.load_state_dict(state)
+        self.run.save_checkpoint("model.pt", {"model": state, "model_name": cfg.model.name,
+                                              "config": cfg.to_dict(), "round": cfg.federation.rounds})
+        test = evaluate(self.model, self.test, cfg.eval.batch_size)
+        robust = evaluate_robust(self.model, self.test, cfg.eval.fgsm_eps, cfg.eval.batch_size)
+        rounds = [r for r in self.run.metrics() if r.get("round", 0) >= 1]
+        summary = {
+            "kind": "federated",
+            "dataset": cfg.data.dataset,
+            "model": cfg.model.name,
+            "parameters": count_parameters(self.model),
+            "strategy": cfg.federation.strategy,
+            "clients": cfg.partition.num_clients,
+            "partition": cfg.partition.scheme,
+            "rounds": cfg.federation.rounds,
+            "augment": cfg.augment.mode,
+            "failures": sum(r.get("failures", 0) for r in rounds),
+            "rejected_nonfinite": sum(r.get("rejected_nonfinite", 0) for r in rounds),
+            "seconds": time.perf_counter() - self.started,
+            "test": test,
+            "test_fgsm": robust,
+        }
+        self.run.write_summary(summary)
+        return summary
+
+
+def describe_round(server_round: int, total: int, record: dict[str, Any]) -> str:
+    """One human line per round."""
+    s = record.get("server", {})
+    c = record.get("clients", {})
+    extra = ""
+    if record.get("failures") or record.get("rejected_nonfinite"):
+        extra = f"  failures {record.get('failures', 0)} rejected {record.get('rejected_nonfinite', 0)}"
+    loss = c.get("train-loss", math.nan)
+    return (f"round {server_round:3d}/{total}  clients {record.get('replies', 0)}/{record.get('sampled', 0)}  "
+            f"train loss {loss:.4f}  test acc {s.get('acc', math.nan):.3f} auc {s.get('auc', math.nan):.3f}  "
+            f"FGSM@{s.get('fgsm_eps', 0):g} {s.get('fgsm_acc', math.nan):.3f}  ({record.get('seconds', 0):.1f}s)"
+            + extra)

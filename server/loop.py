@@ -1,0 +1,148 @@
+"""The round loop: Flower's strategy aggregates; fedrobust samples, screens, evaluates and records.
+
+We drive ``configure_train`` / ``send_and_receive`` / ``aggregate_train`` ourselves instead of
+``Strategy.start`` so that a run can resume at round k+1 with the true round number, client
+sampling is seeded by partition id (identical after a resume), and non-finite updates are
+rejected before they reach the aggregator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedrobust.config import ExperimentConfig
+from fedrobust.errors import FedrobustError
+from fedrobust.federated import FederatedRun, alt_partitions, is_finite_state, sample_partitions
+from fedrobust.federated.server import describe_round
+from server.strategies import build_strategy, restore_strategy_state, strategy_state
+
+PREFIX = "[fedrobust]"
+
+
+def say(text: str) -> None:
+    """Lines the `fedrobust simulate` launcher shows to the user (the rest is Flower's log)."""
+    print(f"{PREFIX} {text}", flush=True)
+
+
+class SubsetGrid:
+    """A view of the grid that exposes only the nodes chosen for this round."""
+
+    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
+        self._grid, self._nodes = grid, list(node_ids)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._nodes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+
+def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < count:
+        if time.monotonic() > deadline:
+            raise FedrobustError(f"only {len(nodes)} of {count} client nodes connected within {timeout:.0f}s; "
+                                 f"start more SuperNodes or raise simulation.startup_timeout")
+        time.sleep(0.5)
+    return nodes
+
+
+def map_partitions(grid: Grid, nodes: list[int], timeout: float) -> dict[int, int]:
+    """partition-id -> node-id, asked once from every node with a query message."""
+    msgs = [Message(content=RecordDict({"config": ConfigRecord({})}), message_type="query", dst_node_id=n)
+            for n in nodes]
+    mapping: dict[int, int] = {}
+    for reply in grid.send_and_receive(msgs, timeout=timeout):
+        if not reply.has_error():
+            mapping[int(reply.content["info"]["partition-id"])] = reply.metadata.src_node_id
+    return mapping
+
+
+def _partition_of(reply: Message) -> int:
+    return int(reply.content["info"]["partition-id"]) if "info" in reply.content else -1
+
+
+def screen(replies: Iterable[Message]) -> tuple[list[Message], int, int]:
+    """(finite successful replies sorted by partition id, failed replies, rejected non-finite)."""
+    good, failed, rejected = [], 0, 0
+    for reply in replies:
+        if reply.has_error():
+            failed += 1
+            continue
+        arrays = reply.content.array_records
+        if arrays and not all(is_finite_state({k: a.numpy() for k, a in rec.items()}) for rec in arrays.values()):
+            rejected += 1
+            continue
+        good.append(reply)
+    good.sort(key=_partition_of)  # aggregation order fixed: sums are reproducible
+    return good, failed, rejected
+
+
+def _metrics(record: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in dict(record).items()} if record is not None else {}
+
+
+def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
+    """All rounds of one federated run; returns the summary written to summary.json."""
+    fed_cfg = cfg.federation
+    run = FederatedRun(cfg)
+    done, state, saved_strategy = run.initial_state()
+    strategy = build_strategy(fed_cfg)
+    restore_strategy_state(strategy, saved_strategy)
+    say(f"run directory {run.run.path}")
+    if done:
+        say(f"resuming after round {done} of {fed_cfg.rounds}")
+    alt = sorted(alt_partitions(cfg))
+    if alt:
+        say(f"partitions {alt} train with [alt_augment] mode={cfg.alt_augment.mode}")
+
+    nodes = wait_for_nodes(grid, cfg.partition.num_clients, cfg.simulation.startup_timeout)
+    partial = fed_cfg.fraction_train < 1.0 or fed_cfg.fraction_evaluate not in (0.0, 1.0)
+    mapping = map_partitions(grid, nodes, fed_cfg.round_timeout) if partial else {}
+
+    if done == 0:
+        run.run.log({"round": 0, "server": run.evaluate(state)})
+    arrays = ArrayRecord(state)
+    for rnd in range(done + 1, fed_cfg.rounds + 1):
+        started = time.perf_counter()
+        chosen = sample_partitions(cfg, rnd)
+        round_nodes = [mapping[p] for p in chosen if p in mapping] if partial else nodes
+        messages = strategy.configure_train(rnd, arrays, ConfigRecord({"server-round": rnd}),
+                                            SubsetGrid(grid, round_nodes))
+        replies = list(grid.send_and_receive(messages, timeout=fed_cfg.round_timeout))
+        good, failed, rejected = screen(replies)
+        new_arrays, train_metrics = strategy.aggregate_train(rnd, good) if good else (None, None)
+        if new_arrays is not None:
+            arrays = new_arrays
+        record: dict[str, Any] = {
+            "sampled": len(round_nodes),
+            "replies": len(good),
+            "failures": failed,
+            "rejected_nonfinite": rejected,
+            "aggregated": new_arrays is not None,
+            "clients": _metrics(train_metrics),
+        }
+        if fed_cfg.fraction_evaluate > 0:
+            eval_nodes = nodes if fed_cfg.fraction_evaluate == 1.0 else [
+                mapping[p] for p in chosen if p in mapping]
+            ev = strategy.configure_evaluate(rnd, arrays, ConfigRecord({"server-round": rnd}),
+                                             SubsetGrid(grid, eval_nodes))
+            ev_good, _, _ = screen(grid.send_and_receive(ev, timeout=fed_cfg.round_timeout))
+            record["clients_eval"] = _metrics(strategy.aggregate_evaluate(rnd, ev_good) if ev_good else None)
+        state = arrays.to_torch_state_dict()
+        record["server"] = run.evaluate(state)
+        record["seconds"] = time.perf_counter() - started
+        say(describe_round(rnd, fed_cfg.rounds, record))
+        run.end_round(rnd, state, strategy_state(strategy), record)
+    summary = run.finish(arrays.to_torch_state_dict())
+    fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in summary["test_fgsm"].items())
+    say(f"final test acc {summary['test']['acc']:.3f} auc {summary['test']['auc']:.3f}; FGSM acc by eps {fg}")
+    say(f"results in {run.run.path}")
+    return summary
+
+
