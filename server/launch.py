@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -71,39 +73,58 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log_file: P
     raise FedrobustError(f"the SuperLink did not open port {port} within {timeout:.0f}s; see {log_file}")
 
 
-def _marked(marker: str) -> list[psutil.Process]:
+def _marked(marker: str, workdir: Path | None = None) -> list[psutil.Process]:
+    """Processes carrying our marker in their environment or started in our private workdir.
+
+    Both are needed: Ray's helpers rename themselves with setproctitle, which can overwrite
+    what /proc shows as their environment, but they keep the working directory they inherited.
+    """
     found = []
     for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
         try:
-            if proc.environ().get(MARKER) == marker:
+            if proc.environ().get(MARKER) == marker or (workdir is not None and Path(proc.cwd()) == workdir):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
 
 
-def stop_processes(root: subprocess.Popen | None, marker: str, grace: float = 15.0) -> None:
-    """SIGTERM the tree of ``root`` and every process with our marker; SIGKILL what remains."""
+def stop_processes(root: subprocess.Popen | None, marker: str, workdir: Path | None = None,
+                   grace: float = 15.0) -> None:
+    """SIGTERM the tree of ``root`` and every process with our marker; SIGKILL what remains.
+
+    Repeats until no marked process is left: Ray may still be forking helpers (dashboard and
+    runtime-env agents) while we stop it.
+    """
     procs: dict[int, psutil.Process] = {}
     if root is not None and root.poll() is None:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             top = psutil.Process(root.pid)
             procs[top.pid] = top
             procs.update({p.pid: p for p in top.children(recursive=True)})
-        except psutil.NoSuchProcess:
-            pass
-    procs.update({p.pid: p for p in _marked(marker) if p.pid != os.getpid()})
-    for p in procs.values():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.send_signal(signal.SIGTERM)
+    procs.update({p.pid: p for p in _marked(marker, workdir)})
+    _signal_all(procs.values(), signal.SIGTERM)
     _, alive = psutil.wait_procs(list(procs.values()), timeout=grace)
-    for p in alive + [p for p in _marked(marker) if p.pid != os.getpid()]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(alive, timeout=5)
+    _signal_all(alive, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    quiet = 0
+    while quiet < 3 and time.monotonic() < deadline:  # three empty scans in a row
+        left = _marked(marker, workdir)
+        quiet = 0 if left else quiet + 1
+        _signal_all(left, signal.SIGKILL)
+        psutil.wait_procs(left, timeout=2)
+        time.sleep(0.3)
     if root is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             root.wait(timeout=5)
+
+
+def _signal_all(procs, sig: int) -> None:
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            p.send_signal(sig)
 
 
 def _write_connection(flwr_home: Path, port: int) -> None:
@@ -146,6 +167,7 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
     port = free_port()
     _write_connection(flwr_home, port)
     marker = uuid.uuid4().hex
+    workdir = Path(tempfile.mkdtemp(prefix="fedrobust-sim-")).resolve()  # cwd of everything we start
     extra = {MARKER: marker}
     if cfg.simulation.ray_address:
         extra["RAY_ADDRESS"] = cfg.simulation.ray_address
@@ -163,7 +185,7 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
             superlink = subprocess.Popen(
                 ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
                  "--disable-runtime-dependency-installation"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT)
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir)
         wait_for_port(port, superlink, cfg.simulation.startup_timeout, link_log)
         ray = f"Ray at {cfg.simulation.ray_address}" if cfg.simulation.ray_address else "a local Ray"
         echo(f"SuperLink pid {superlink.pid} on 127.0.0.1:{port}; {cfg.partition.num_clients} virtual clients "
@@ -172,7 +194,7 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
                "--federation-config", _federation_config(cfg), "--stream"]
         with flower_log.open("a") as log:
             runner = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      cwd=PROJECT, start_new_session=True)
+                                      cwd=workdir, start_new_session=True)
             assert runner.stdout is not None
             for line in runner.stdout:
                 log.write(line)
@@ -186,9 +208,10 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
         signal.signal(signal.SIGTERM, previous)
         if runner is not None and runner.poll() is None:
             runner.terminate()
-        stop_processes(superlink, marker)
+        stop_processes(superlink, marker, workdir)
         if runner is not None:
-            stop_processes(runner, marker, grace=5)
+            stop_processes(runner, marker, workdir, grace=5)
+        shutil.rmtree(workdir, ignore_errors=True)
     if not (run.path / RunDir.SUMMARY).exists():
         raise FedrobustError(f"the federated run did not complete ({last_error(flower_log)}); see {flower_log}; "
                              f"resume with `fedrobust simulate --resume {run.path}`")

@@ -125,6 +125,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             "failures": failed,
             "rejected_nonfinite": rejected,
             "aggregated": new_arrays is not None,
+            "num_examples": int(sum(next(iter(r.content.metric_records.values()))["num-examples"] for r in good)),
             "clients": _metrics(train_metrics),
         }
         if fed_cfg.fraction_evaluate > 0:

@@ -1,0 +1,175 @@
+"""The Flower side: app wiring, strategies by name, and real simulations through Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from fedrobust.config import load_config, to_flat
+
+REPO = Path(__file__).resolve().parents[1]
+FLOWER_PROCS = ("flower-superlink", "flower-superexec", "flwr-simulation", "flwr-serverapp", "raylet",
+                "gcs_server", "ray::", "default_worker.py", "dashboard", "log_monitor")
+
+
+def test_pyproject_app_config_is_the_quickstart():
+    app = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert app["components"] == {"serverapp": "server.app:app", "clientapp": "clients.app:app"}
+    flat = {f"{s}.{k}": v for s, table in app["config"].items() for k, v in table.items()}
+    assert flat == to_flat(load_config(REPO / "configs" / "quickstart.toml"))
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum",
+                                  "multikrum", "bulyan"])
+def test_strategies_by_name_are_flowers_own(name):
+    from flwr.serverapp.strategy import Strategy
+
+    from server.strategies import build_strategy
+
+    cfg = load_config(None, [f"federation.strategy={name}", "federation.proximal_mu=0.5"])
+    strategy = build_strategy(cfg.federation)
+    assert isinstance(strategy, Strategy) and type(strategy).__module__.startswith("flwr.serverapp.strategy")
+    if name == "fedprox":
+        assert strategy.proximal_mu == 0.5
+
+
+def _flower_processes(since: float) -> list[str]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "create_time", "name"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [p.info["name"] or ""])
+            if p.info["create_time"] >= since - 1 and any(k in cmd for k in FLOWER_PROCS):
+                found.append(f"{p.pid} {cmd[:100]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def _simulate(data_root, out_dir: Path, *overrides: str, resume: Path | None = None, timeout: float = 400):
+    cmd = [sys.executable, "-m", "fedrobust", "simulate"]
+    if resume:
+        cmd += ["--resume", str(resume)]
+    else:
+        cmd += ["--config", str(REPO / "configs" / "quickstart.toml"), "--set", f"run.out_dir='{out_dir}'",
+                "--set", "run.name=sim", "--set", "model.name=student", "--set", "partition.num_clients=3",
+                "--set", "partition.min_samples=10", "--set", "federation.rounds=2",
+                "--set", "federation.local_epochs=1", "--set", "augment.warmup_epochs=0"]
+    for o in overrides:
+        cmd += ["--set", o]
+    env = dict(os.environ, FEDROBUST_DATA_ROOT=str(data_root))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    started = time.time()
+    result = _simulate(data_root, out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run,) = out.iterdir()
+    return run, result, started
+
+
+def test_simulation_writes_a_complete_run_directory(full_run):
+    run, result, _ = full_run
+    names = {p.name for p in run.iterdir()}
+    assert {"config.toml", "metrics.jsonl", "summary.json", "model.pt", "checkpoints"} <= names
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["round_0001.pt", "round_0002.pt"]
+    rounds = _metrics(run)
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    for r in rounds[1:]:
+        assert r["sampled"] == r["replies"] == 3 and r["failures"] == 0 and r["rejected_nonfinite"] == 0
+        assert r["num_examples"] == 546 and 0 < r["clients"]["adv-share"] < 1
+        assert 0 <= r["server"]["acc"] <= 1 and r["server"]["fgsm_acc"] <= r["server"]["acc"] + 1e-9
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["kind"] == "federated" and summary["rounds"] == 2 and summary["clients"] == 3
+    assert "round   2/2" in result.stdout and str(run) in result.stdout
+
+
+def test_global_model_changed(full_run):
+    run, _, _ = full_run
+    first = torch.load(run / "checkpoints" / "round_0001.pt", weights_only=False)["model"]
+    final = torch.load(run / "model.pt", weights_only=False)["model"]
+    from fedrobust.models import build_model
+
+    torch.manual_seed(0)
+    init = build_model("student", 1, 2, 28).state_dict()
+    assert not all(torch.equal(init[k], first[k].to(init[k].dtype)) for k in init)
+    assert not all(torch.equal(first[k], final[k]) for k in final)
+
+
+def test_no_flower_or_ray_process_survives(full_run):
+    _, _, started = full_run
+    assert _flower_processes(started) == []
+
+
+def test_interrupted_run_resumes_to_the_same_result(data_root, tmp_path, full_run):
+    stopped = _simulate(data_root, tmp_path, "faults.stop_after_round=1")
+    assert stopped.returncode == 2 and "--resume" in stopped.stderr
+    (run,) = tmp_path.iterdir()
+    assert not (run / "summary.json").exists()
+    assert [r["round"] for r in _metrics(run)] == [0, 1]
+    resumed = _simulate(data_root, tmp_path, resume=run)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "resuming after round 1" in resumed.stdout
+    assert [r["round"] for r in _metrics(run)] == [0, 1, 2]
+    ours = torch.load(run / "model.pt", weights_only=False)["model"]
+    reference = torch.load(full_run[0] / "model.pt", weights_only=False)["model"]
+    for k in reference:
+        torch.testing.assert_close(ours[k], reference[k], rtol=0, atol=1e-6)
+    a = json.loads((run / "summary.json").read_text())["test"]
+    b = json.loads((full_run[0] / "summary.json").read_text())["test"]
+    assert a["acc"] == b["acc"]
+
+
+def test_failing_and_nonfinite_clients_are_counted(data_root, tmp_path):
+    result = _simulate(data_root, tmp_path, "partition.num_clients=4", "federation.rounds=1",
+                       "faults.fail_partitions=[1]", "faults.nonfinite_partitions=[2]")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (run,) = tmp_path.iterdir()
+    r = _metrics(run)[1]
+    assert (r["sampled"], r["replies"], r["failures"], r["rejected_nonfinite"]) == (4, 2, 1, 1)
+    assert r["aggregated"] is True
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["failures"] == 1 and summary["rejected_nonfinite"] == 1
+    final = torch.load(run / "model.pt", weights_only=False)["model"]
+    assert all(bool(torch.isfinite(v.float()).all()) for v in final.values())
+
+
+def test_impossible_federation_fails_before_starting_anything(data_root, tmp_path):
+    started = time.time()
+    result = _simulate(data_root, tmp_path, "federation.strategy=krum", "federation.num_malicious=1")
+    assert result.returncode == 2 and "needs at least 5 clients" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
+    assert not any(tmp_path.iterdir())
+    assert _flower_processes(started) == []
+
+
+def test_ctrl_c_stops_everything(data_root, tmp_path):
+    started = time.time()
+    cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", str(REPO / "configs" / "quickstart.toml"),
+           "--set", f"run.out_dir='{tmp_path}'", "--set", "model.name=student"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env=dict(os.environ, FEDROBUST_DATA_ROOT=str(data_root)))
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "run directory" in line:  # the ServerApp is running inside Flower + Ray
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err[-2000:]
+    assert _flower_processes(started) == []
