@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -127,11 +128,20 @@ def _signal_all(procs, sig: int) -> None:
             p.send_signal(sig)
 
 
-def _write_connection(flwr_home: Path, port: int) -> None:
+def write_connection(flwr_home: Path, name: str, connection: dict[str, Any]) -> None:
+    """Add or replace one SuperLink connection in ``$FLWR_HOME/config.toml``, keeping the others.
+
+    A ``local`` connection (Flower's own local simulation SuperLink) is kept as the default so a
+    plain ``flwr run .`` works as Flower users expect.
+    """
     flwr_home.mkdir(parents=True, exist_ok=True)
-    conf = {"superlink": {"default": CONNECTION,
-                          CONNECTION: {"address": f"127.0.0.1:{port}", "insecure": True}}}
-    (flwr_home / "config.toml").write_text(tomli_w.dumps(conf))
+    path = flwr_home / "config.toml"
+    conf = tomllib.loads(path.read_text()) if path.exists() else {}
+    links = conf.setdefault("superlink", {})
+    links.setdefault("default", "local")
+    links.setdefault("local", {"address": ":local:"})
+    links[name] = connection
+    path.write_text(tomli_w.dumps(conf))
 
 
 def _federation_config(cfg: ExperimentConfig) -> str:
@@ -165,7 +175,7 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
         raise FedrobustError(f"{run.path} is already complete (summary.json exists); nothing to resume")
     flwr_home = PROJECT / ".flwr"
     port = free_port()
-    _write_connection(flwr_home, port)
+    write_connection(flwr_home, CONNECTION, {"address": f"127.0.0.1:{port}", "insecure": True})
     marker = uuid.uuid4().hex
     workdir = Path(tempfile.mkdtemp(prefix="fedrobust-sim-")).resolve()  # cwd of everything we start
     extra = {MARKER: marker}

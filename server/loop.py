@@ -42,9 +42,26 @@ class SubsetGrid:
         return getattr(self._grid, name)
 
 
+def _num_partitions(grid: Grid, node: int, timeout: float) -> int | None:
+    msg = Message(content=RecordDict({"config": ConfigRecord({})}), message_type="query", dst_node_id=node)
+    for reply in grid.send_and_receive([msg], timeout=timeout):
+        if not reply.has_error():
+            return int(reply.content["info"]["num-partitions"])
+    return None
+
+
 def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
+    """All ``count`` client nodes, after checking that the federation was sized for this config."""
     deadline = time.monotonic() + timeout
+    checked = False
     while len(nodes := sorted(grid.get_node_ids())) < count:
+        if nodes and not checked:
+            checked = True
+            seen = _num_partitions(grid, nodes[0], timeout)
+            if seen is not None and seen != count:
+                raise FedrobustError(
+                    f"the federation has {seen} partitions but partition.num_clients = {count}; run "
+                    f"`flwr run . --federation-config \"num-supernodes={count}\"` or set partition.num_clients={seen}")
         if time.monotonic() > deadline:
             raise FedrobustError(f"only {len(nodes)} of {count} client nodes connected within {timeout:.0f}s; "
                                  f"start more SuperNodes or raise simulation.startup_timeout")
@@ -90,6 +107,7 @@ def _metrics(record: Any) -> dict[str, float]:
 def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     """All rounds of one federated run; returns the summary written to summary.json."""
     fed_cfg = cfg.federation
+    nodes = wait_for_nodes(grid, cfg.partition.num_clients, cfg.simulation.startup_timeout)
     run = FederatedRun(cfg)
     done, state, saved_strategy = run.initial_state()
     strategy = build_strategy(fed_cfg)
@@ -101,7 +119,6 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     if alt:
         say(f"partitions {alt} train with [alt_augment] mode={cfg.alt_augment.mode}")
 
-    nodes = wait_for_nodes(grid, cfg.partition.num_clients, cfg.simulation.startup_timeout)
     partial = fed_cfg.fraction_train < 1.0 or fed_cfg.fraction_evaluate not in (0.0, 1.0)
     mapping = map_partitions(grid, nodes, fed_cfg.round_timeout) if partial else {}
 
