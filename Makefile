@@ -16,7 +16,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean flwr-config
 
 install: $(STAMP)
 
@@ -32,7 +32,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: install
-	$(VENV)/bin/fedrobust train --config configs/quickstart.toml
+	$(VENV)/bin/fedrobust simulate --config configs/quickstart.toml
+
+# Keep [tool.flwr.app.config] in pyproject.toml equal to configs/quickstart.toml.
+flwr-config: install
+	$(PY) tools/sync_flwr_config.py
 
 lint: install
 	$(VENV)/bin/ruff check .

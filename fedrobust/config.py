@@ -62,6 +62,7 @@ class ModelSection:
     name: str = "resnet18"
     pretrained: str = ""  # path to a local state_dict file; "" = random init
     small_stem: bool = False  # 3x3 stride-1 stem without max-pool (slower, for tiny images)
+    norm: str = "batch"  # "group": GroupNorm instead of BatchNorm (robust to non-IID clients)
 
 
 @dataclass
@@ -306,7 +307,7 @@ def _one_of(value: str, key: str, choices: tuple[str, ...] | list[str]) -> None:
 def validate(cfg: ExperimentConfig) -> None:
     """Range- and choice-check every value; names the first bad key."""
     from fedrobust.data.catalog import check_supported_flag  # local: keeps config import light
-    from fedrobust.models.registry import MODEL_NAMES
+    from fedrobust.models.registry import MODEL_NAMES, NORMS
 
     r, d, p, m, t, e = cfg.run, cfg.data, cfg.partition, cfg.model, cfg.train, cfg.eval
     _require(bool(r.name) and "/" not in r.name, "run.name", "must be a non-empty name without '/'")
@@ -322,6 +323,9 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(p.labels_per_client >= 1, "partition.labels_per_client", "must be >= 1")
     _require(p.min_samples >= 1, "partition.min_samples", f"must be >= 1, got {p.min_samples}")
     _one_of(m.name, "model.name", MODEL_NAMES)
+    _one_of(m.norm, "model.norm", NORMS)
+    _require(not (m.norm != "batch" and m.name == "densenet121"), "model.norm",
+             "torchvision's densenet121 has no norm_layer option; use norm = 'batch'")
     if m.pretrained:
         _require(Path(m.pretrained).is_file(), "model.pretrained", f"file {m.pretrained} not found")
     _require(t.epochs >= 1, "train.epochs", f"must be >= 1, got {t.epochs}")

@@ -48,3 +48,14 @@ def test_pretrained_from_local_file(tmp_path):
     torch.save(build_model("student", 1, 2, 28).state_dict(), tmp_path / "student.pt")
     with pytest.raises(ConfigError, match="no tensor"):
         build_model("resnet18", 3, 2, 28, pretrained=str(tmp_path / "student.pt"))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "student"])
+def test_group_norm_variant(name):
+    model = build_model(name, 1, 2, 28, norm="group")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    model.train()
+    assert model(torch.rand(1, 1, 28, 28)).shape == (1, 2)  # batch of one: no batch statistics needed
+    with pytest.raises(ConfigError, match="norm"):
+        build_model("densenet121", 1, 2, 32, norm="group")

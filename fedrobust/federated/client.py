@@ -16,7 +16,7 @@ from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.data.partition import partition_indices
 from fedrobust.errors import FedrobustError
 from fedrobust.federated.plan import alt_partitions, local_seed
-from fedrobust.models import build_model
+from fedrobust.models import model_for
 from fedrobust.train.evaluate import evaluate
 from fedrobust.train.local import make_optimizer, train_epoch
 
@@ -75,8 +75,7 @@ class LocalClient:
     def build_model(self) -> torch.nn.Module:
         c, info = self.cfg, _cached_split(self._data_key(), "train").info
         channels = 3 if (c.data.as_rgb or info.channels == 3) else 1
-        return build_model(c.model.name, channels, info.num_classes, c.data.image_size,
-                           small_stem=c.model.small_stem)
+        return model_for(c, channels, info.num_classes)
 
     # work ---------------------------------------------------------------------------------------
     def train(self, state: StateDict, server_round: int, proximal_mu: float = 0.0) -> tuple[StateDict, dict[str, Any]]:

@@ -13,7 +13,7 @@ import torch
 from fedrobust.config import ExperimentConfig
 from fedrobust.data.loading import load_from_config
 from fedrobust.errors import FedrobustError
-from fedrobust.models import build_model, count_parameters
+from fedrobust.models import count_parameters, model_for
 from fedrobust.rundir import RunDir
 from fedrobust.train.evaluate import adversarial_images, evaluate, evaluate_robust
 
@@ -38,8 +38,7 @@ class FederatedRun:
         self.run = RunDir.open(Path(cfg.run.dir), cfg) if cfg.run.dir else RunDir.create(cfg)
         self.test = load_from_config(cfg.data, "test")
         info = self.test.info
-        self.model = build_model(cfg.model.name, self.test.images.shape[1], info.num_classes, cfg.data.image_size,
-                                 pretrained=cfg.model.pretrained, small_stem=cfg.model.small_stem)
+        self.model = model_for(cfg, self.test.images.shape[1], info.num_classes)
         self.started = time.perf_counter()
 
     # state ------------------------------------------------------------------------------------
@@ -55,9 +54,7 @@ class FederatedRun:
         ckpt = self.latest_checkpoint()
         if ckpt is None:
             torch.manual_seed(self.cfg.run.seed)
-            fresh = build_model(self.cfg.model.name, self.test.images.shape[1], self.test.info.num_classes,
-                                self.cfg.data.image_size, pretrained=self.cfg.model.pretrained,
-                                small_stem=self.cfg.model.small_stem)
+            fresh = model_for(self.cfg, self.test.images.shape[1], self.test.info.num_classes)
             return 0, fresh.state_dict(), {}
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         done = int(saved["round"])

@@ -7,8 +7,10 @@ here; ``pretrained`` takes a local state_dict file instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,7 +19,21 @@ from fedrobust.errors import ConfigError
 from fedrobust.models.student import StudentCNN
 from fedrobust.tvcompat import import_torchvision
 
+if TYPE_CHECKING:
+    from fedrobust.config import ExperimentConfig
+
 Builder = Callable[..., nn.Module]
+NORMS = ("batch", "group")
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups: batch-independent, so non-IID clients share no statistics
+    (Hsieh et al., 2020, "The Non-IID Data Quagmire"); a drop-in for BatchNorm in federated runs."""
+    return nn.GroupNorm(math.gcd(channels, 32), channels)
+
+
+def _norm_layer(norm: str) -> Callable[[int], nn.Module] | None:
+    return group_norm if norm == "group" else None
 _REGISTRY: dict[str, tuple[Builder, int]] = {}  # name -> (builder, minimum image size)
 
 
@@ -45,8 +61,9 @@ def _swap_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 
 
 @register("resnet18")
-def resnet18(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
-    m = import_torchvision().models.resnet18(num_classes=num_classes)
+def resnet18(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
+             norm: str = "batch") -> nn.Module:
+    m = import_torchvision().models.resnet18(num_classes=num_classes, norm_layer=_norm_layer(norm))
     m.conv1 = _swap_first_conv(m.conv1, in_channels)
     if small_stem:
         _small_stem(m, "conv1", in_channels)
@@ -55,8 +72,9 @@ def resnet18(in_channels: int, num_classes: int, image_size: int, small_stem: bo
 
 
 @register("resnet50")
-def resnet50(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
-    m = import_torchvision().models.resnet50(num_classes=num_classes)
+def resnet50(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
+             norm: str = "batch") -> nn.Module:
+    m = import_torchvision().models.resnet50(num_classes=num_classes, norm_layer=_norm_layer(norm))
     m.conv1 = _swap_first_conv(m.conv1, in_channels)
     if small_stem:
         _small_stem(m, "conv1", in_channels)
@@ -65,8 +83,9 @@ def resnet50(in_channels: int, num_classes: int, image_size: int, small_stem: bo
 
 
 @register("mobilenet_v2")
-def mobilenet_v2(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
-    m = import_torchvision().models.mobilenet_v2(num_classes=num_classes)
+def mobilenet_v2(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
+                 norm: str = "batch") -> nn.Module:
+    m = import_torchvision().models.mobilenet_v2(num_classes=num_classes, norm_layer=_norm_layer(norm))
     first = m.features[0][0]
     m.features[0][0] = _swap_first_conv(first, in_channels)
     if small_stem:
@@ -75,7 +94,10 @@ def mobilenet_v2(in_channels: int, num_classes: int, image_size: int, small_stem
 
 
 @register("densenet121", min_size=29)
-def densenet121(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
+def densenet121(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
+                norm: str = "batch") -> nn.Module:
+    if norm != "batch":
+        raise ConfigError("model.norm: torchvision's densenet121 has no norm_layer option; use norm = 'batch'")
     m = import_torchvision().models.densenet121(num_classes=num_classes)
     m.features.conv0 = _swap_first_conv(m.features.conv0, in_channels)
     if small_stem:
@@ -85,8 +107,9 @@ def densenet121(in_channels: int, num_classes: int, image_size: int, small_stem:
 
 
 @register("student")
-def student(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False) -> nn.Module:
-    return StudentCNN(in_channels, num_classes)
+def student(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
+            norm: str = "batch") -> nn.Module:
+    return StudentCNN(in_channels, num_classes, norm_layer=_norm_layer(norm) or nn.BatchNorm2d)
 
 
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
@@ -119,6 +142,7 @@ def build_model(
     *,
     pretrained: str = "",
     small_stem: bool = False,
+    norm: str = "batch",
 ) -> nn.Module:
     """Build a registered model; checks the image size it needs."""
     if name not in _REGISTRY:
@@ -129,7 +153,9 @@ def build_model(
             f"model.name: {name} needs images of at least {min_size} px, got {image_size}; "
             f"set data.image_size = 32"
         )
-    model = builder(in_channels, num_classes, image_size, small_stem=small_stem)
+    if norm not in NORMS:
+        raise ConfigError(f"model.norm: got {norm!r}; choose one of {', '.join(NORMS)}")
+    model = builder(in_channels, num_classes, image_size, small_stem=small_stem, norm=norm)
     if pretrained:
         _load_pretrained(model, pretrained)
     return model
@@ -137,3 +163,10 @@ def build_model(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_for(cfg: ExperimentConfig, in_channels: int, num_classes: int) -> nn.Module:
+    """The ``[model]`` section's architecture for data of ``in_channels`` and ``num_classes``."""
+    m = cfg.model
+    return build_model(m.name, in_channels, num_classes, cfg.data.image_size, pretrained=m.pretrained,
+                       small_stem=m.small_stem, norm=m.norm)

@@ -14,7 +14,7 @@ import torch
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import ExperimentConfig
 from fedrobust.data.loading import load_from_config
-from fedrobust.models import build_model, count_parameters
+from fedrobust.models import count_parameters, model_for
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir
 from fedrobust.seeding import seed_everything
@@ -34,8 +34,7 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
     generator = seed_everything(cfg.run.seed, cfg.run.threads)
     train, val, test = (load_from_config(cfg.data, s) for s in ("train", "val", "test"))
     info = train.info
-    model = build_model(cfg.model.name, train.images.shape[1], info.num_classes, cfg.data.image_size,
-                        pretrained=cfg.model.pretrained, small_stem=cfg.model.small_stem)
+    model = model_for(cfg, train.images.shape[1], info.num_classes)
     optimizer = make_optimizer(model, cfg.train)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.train.epochs)
                  if cfg.train.scheduler == "cosine" else None)
