@@ -281,17 +281,35 @@ def from_flat(flat: dict[str, Any]) -> ExperimentConfig:
     return from_dict(tree)
 
 
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Parse a TOML config; a top-level ``extends = "base.toml"`` (relative to the file) is loaded
+    first and overridden table by table, so study configs state only what differs."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing file, e.g. configs/quickstart.toml")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    try:
+        tree = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be a file name, got {parent!r}")
+    return _merge(_read_tree(path.parent / parent, (*seen, path.resolve())), tree)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load a TOML file (or only defaults when ``path`` is None) and apply overrides."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found; pass an existing file, e.g. configs/quickstart.toml")
-        try:
-            tree = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: not valid TOML ({exc}); fix the syntax at that line") from None
+    tree = _read_tree(Path(path)) if path is not None else {}
     return from_dict(apply_overrides(tree, overrides or []))
 
 
@@ -357,8 +375,8 @@ def _validate_augment(a: AugmentSection, name: str) -> None:
     for i, aug in enumerate(a.classic):
         _one_of(aug, f"{name}.classic[{i}]", CLASSIC_AUGMENTS)
     if a.fused:
-        _require(a.mode in ("fgsm", "invfgsm", "both"), f"{name}.fused",
-                 f"works with mode fgsm, invfgsm or both (one gradient step), not {a.mode!r}")
+        _require(a.mode != "pgd", f"{name}.fused",
+                 "works with the one-step modes fgsm, invfgsm and both, not pgd (several gradient steps)")
         _require(a.combine == "append", f"{name}.fused",
                  "needs combine = 'append' (the clean samples must be trained on to reuse their gradient)")
 

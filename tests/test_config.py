@@ -22,7 +22,7 @@ def test_defaults_are_valid():
 def test_repo_configs_load():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    configs = sorted((Path(__file__).parents[1] / "configs").rglob("*.toml"))
     assert configs
     for path in configs:
         load_config(path)
@@ -80,3 +80,13 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("[train\nlr = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_extends_merges_table_by_table(tmp_path):
+    (tmp_path / "base.toml").write_text('[train]\nepochs = 7\nlr = 0.5\n[model]\nname = "student"\n')
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[train]\nlr = 0.1\n')
+    cfg = load_config(tmp_path / "child.toml")
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model.name) == (7, 0.1, "student")
+    (tmp_path / "loop.toml").write_text('extends = "loop.toml"\n')
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "loop.toml")

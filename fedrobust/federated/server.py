@@ -77,7 +77,7 @@ class FederatedRun:
     def end_round(self, server_round: int, state: StateDict, strategy_state: dict[str, Any],
                   record: dict[str, Any]) -> None:
         """Log the round, then checkpoint it (a crash between the two redoes the round on resume)."""
-        self.run.log({"round": server_round, **record})
+        self.run.log({"round": server_round, **record, "time": time.time()})
         self.run.save_checkpoint(f"{CHECKPOINTS}/round_{server_round:04d}.pt",
                                  {"round": server_round, "model": state, "strategy": strategy_state})
         old = sorted((self.run.path / CHECKPOINTS).glob("round_*.pt"))[: -self.cfg.federation.keep_checkpoints]
