@@ -128,6 +128,7 @@ class FederationSection:
     alt_fraction: float = 0.0  # share of clients that use [alt_augment] instead of [augment]
     round_timeout: float = 3600.0  # seconds to wait for the replies of one round
     keep_checkpoints: int = 2  # per-round global checkpoints kept (the newest)
+    select: str = "last"  # final model: last round, or the round best on the server's val split
 
 
 @dataclass
@@ -399,6 +400,7 @@ def _validate_federation(cfg: ExperimentConfig) -> None:
     _require(0 <= f.alt_fraction <= 1, "federation.alt_fraction", f"must be in [0, 1], got {f.alt_fraction}")
     _require(f.round_timeout > 0, "federation.round_timeout", "must be > 0")
     _require(f.keep_checkpoints >= 1, "federation.keep_checkpoints", "must be >= 1")
+    _one_of(f.select, "federation.select", ("last", "val_auc", "val_acc"))
     _require(sim.num_cpus >= 0, "simulation.num_cpus", f"must be >= 0, got {sim.num_cpus}")
     _require(sim.cpus_per_client > 0, "simulation.cpus_per_client", f"must be > 0, got {sim.cpus_per_client}")
     _require(sim.startup_timeout > 0, "simulation.startup_timeout", "must be > 0")

@@ -133,3 +133,27 @@ def test_bad_federation_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as info:
         load_config(None, overrides)
     assert str(info.value).startswith(key)
+
+
+def test_round_selection_on_the_server_val_split(data_root, tmp_path):
+    from fedrobust.federated import FederatedRun
+
+    cfg = _cfg(data_root, f"run.out_dir='{tmp_path}'", "federation.rounds=3", "federation.select=val_auc",
+               "federation.keep_checkpoints=1", "eval.fgsm_eps=[0.003]")
+    run = FederatedRun(cfg)
+    done, state, _ = run.initial_state()
+    assert done == 0
+    states = []
+    for rnd in (1, 2, 3):
+        state = {k: v.clone() for k, v in state.items()}
+        next(v for v in state.values() if v.is_floating_point()).add_(0.01 * rnd)
+        states.append(state)
+        metrics = run.evaluate(state)
+        assert {"val_acc", "val_auc", "acc", "fgsm_acc"} <= set(metrics)
+        metrics["val_auc"] = [0.7, 0.9, 0.8][rnd - 1]  # round 2 is the best on val
+        run.end_round(rnd, state, {}, {"server": metrics})
+    assert [p.name for p in sorted((run.run.path / "checkpoints").iterdir())] == ["best.pt", "round_0003.pt"]
+    summary = run.finish(states[-1])
+    assert summary["selected_round"] == 2
+    final = torch.load(run.run.path / "model.pt", weights_only=False)["model"]
+    assert all(torch.equal(final[k], states[1][k]) for k in final)

@@ -39,11 +39,15 @@ class FederatedRun:
         self.test = load_from_config(cfg.data, "test")
         info = self.test.info
         self.model = model_for(cfg, self.test.images.shape[1], info.num_classes)
+        select = cfg.federation.select
+        self.val = load_from_config(cfg.data, "val") if select != "last" else None
+        self.select_key = {"val_auc": "val_auc", "val_acc": "val_acc"}.get(select)
         self.started = time.perf_counter()
 
     # state ------------------------------------------------------------------------------------
-    def _checkpoint_path(self, server_round: int) -> Path:
-        return self.run.path / CHECKPOINTS / f"round_{server_round:04d}.pt"
+    @property
+    def best_path(self) -> Path:
+        return self.run.path / CHECKPOINTS / "best.pt"
 
     def latest_checkpoint(self) -> Path | None:
         found = sorted((self.run.path / CHECKPOINTS).glob("round_*.pt"))
@@ -72,6 +76,9 @@ class FederatedRun:
         eps = self.cfg.federation.eval_eps
         adv = evaluate(self.model, self.test, bs, x=adversarial_images(self.model, self.test, eps, bs))
         out.update({"fgsm_eps": eps, "fgsm_acc": adv["acc"], "fgsm_auc": adv["auc"]})
+        if self.val is not None:  # the server's own split, for model selection (test never selects)
+            val = evaluate(self.model, self.val, bs)
+            out.update({"val_acc": val["acc"], "val_auc": val["auc"]})
         return out
 
     def end_round(self, server_round: int, state: StateDict, strategy_state: dict[str, Any],
@@ -80,6 +87,12 @@ class FederatedRun:
         self.run.log({"round": server_round, **record, "time": time.time()})
         self.run.save_checkpoint(f"{CHECKPOINTS}/round_{server_round:04d}.pt",
                                  {"round": server_round, "model": state, "strategy": strategy_state})
+        if self.select_key:
+            score = record.get("server", {}).get(self.select_key, math.nan)
+            best = torch.load(self.best_path, weights_only=False)["score"] if self.best_path.exists() else -math.inf
+            if not math.isnan(score) and score > best:
+                self.run.save_checkpoint(f"{CHECKPOINTS}/best.pt",
+                                         {"round": server_round, "model": state, "score": score})
         old = sorted((self.run.path / CHECKPOINTS).glob("round_*.pt"))[: -self.cfg.federation.keep_checkpoints]
         for path in old:
             path.unlink(missing_ok=True)
@@ -90,9 +103,13 @@ class FederatedRun:
     def finish(self, state: StateDict) -> dict[str, Any]:
         """Final global model: model.pt, test metrics at every eval eps, summary.json."""
         cfg = self.cfg
+        selected = cfg.federation.rounds
+        if self.select_key and self.best_path.exists():
+            best = torch.load(self.best_path, weights_only=False)
+            state, selected = best["model"], int(best["round"])
         self.model.load_state_dict(state)
         self.run.save_checkpoint("model.pt", {"model": state, "model_name": cfg.model.name,
-                                              "config": cfg.to_dict(), "round": cfg.federation.rounds})
+                                              "config": cfg.to_dict(), "round": selected})
         test = evaluate(self.model, self.test, cfg.eval.batch_size)
         robust = evaluate_robust(self.model, self.test, cfg.eval.fgsm_eps, cfg.eval.batch_size)
         rounds = [r for r in self.run.metrics() if r.get("round", 0) >= 1]
@@ -105,6 +122,8 @@ class FederatedRun:
             "clients": cfg.partition.num_clients,
             "partition": cfg.partition.scheme,
             "rounds": cfg.federation.rounds,
+            "selection": cfg.federation.select,
+            "selected_round": selected,
             "augment": cfg.augment.mode,
             "failures": sum(r.get("failures", 0) for r in rounds),
             "rejected_nonfinite": sum(r.get("rejected_nonfinite", 0) for r in rounds),
