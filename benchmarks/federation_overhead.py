@@ -107,9 +107,11 @@ def scale(lines: list[str]) -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("parts", nargs="*", default=["overhead", "scale"], choices=["overhead", "scale"])
+    p.add_argument("parts", nargs="*", default=["overhead", "scale"], help="overhead and/or scale (default: both)")
     p.add_argument("--out", default=str(ROOT / "docs/results/federation_overhead.md"))
     args = p.parse_args()
+    if set(args.parts) - {"overhead", "scale"}:
+        p.error("parts must be 'overhead' and/or 'scale'")
     RUNS.mkdir(parents=True, exist_ok=True)
     lines = ["# Flower + Ray runtime: overhead and scale (federation issue)", "",
              f"Command: `{command()}`  ", f"Machine: {describe()}", ""]
