@@ -88,13 +88,14 @@ def test_simulation_writes_a_complete_run_directory(full_run):
     run, result, _ = full_run
     names = {p.name for p in run.iterdir()}
     assert {"config.toml", "metrics.jsonl", "summary.json", "model.pt", "checkpoints"} <= names
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["round_0001.pt", "round_0002.pt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "round_0001.pt", "round_0002.pt"]
     rounds = _metrics(run)
     assert [r["round"] for r in rounds] == [0, 1, 2]
     for r in rounds[1:]:
         assert r["sampled"] == r["replies"] == 3 and r["failures"] == 0 and r["rejected_nonfinite"] == 0
         assert r["num_examples"] == 546 and 0 < r["clients"]["adv-share"] < 1
         assert 0 <= r["server"]["acc"] <= 1 and r["server"]["fgsm_acc"] <= r["server"]["acc"] + 1e-9
+        assert 0 <= r["server"]["val_auc"] <= 1  # quickstart selects the final model on val
     summary = json.loads((run / "summary.json").read_text())
     assert summary["kind"] == "federated" and summary["rounds"] == 2 and summary["clients"] == 3
     assert "round   2/2" in result.stdout and str(run) in result.stdout
