@@ -61,7 +61,7 @@ def simulate(config: str, overrides: list[str], out_dir: Path, log_file: Path | 
              measure_memory: bool = False) -> dict[str, Any]:
     """Run one simulation; return its run dir, metrics, summary, wall time and peak memory."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    before = set(out_dir.iterdir())
+    before = {p for p in out_dir.iterdir() if p.is_dir()}
     cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", str(ROOT / config),
            "--set", f"run.out_dir='{out_dir}'"]
     for o in overrides:
@@ -75,7 +75,7 @@ def simulate(config: str, overrides: list[str], out_dir: Path, log_file: Path | 
     code = proc.wait()
     wall = time.time() - started
     peak = mem.stop() if mem else None
-    (run,) = set(out_dir.iterdir()) - before
+    (run,) = {p for p in out_dir.iterdir() if p.is_dir()} - before
     if code != 0:
         raise RuntimeError(f"simulation failed ({code}); see {log_file or run}")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -35,7 +35,7 @@ OVERHEAD = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=
 
 def overhead(lines: list[str]) -> bool:
     config = "configs/fed_pneumonia_resnet18.toml"
-    cfg = load_config(ROOT / config, [f"run.out_dir='{RUNS}'", *OVERHEAD])
+    cfg = load_config(ROOT / config, [f"run.out_dir='{RUNS / 'sequential'}'", *OVERHEAD])
     torch.set_num_threads(cfg.simulation.cpus_per_client)
     seq = sequential_fedavg(cfg, log=lambda s: print("sequential", s, file=sys.stderr))
     seq_rounds = [r["seconds"] for r in seq["history"]]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -174,3 +176,29 @@ def test_ctrl_c_stops_everything(data_root, tmp_path):
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err[-2000:]
     assert _flower_processes(started) == []
+
+
+def test_simulation_on_an_existing_ray_cluster(data_root, tmp_path):
+    """`simulation.ray_address` joins a running Ray cluster; fedrobust leaves the cluster running."""
+    cluster_dir = tmp_path / "cluster"
+    cluster_dir.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray = str(Path(sys.executable).parent / "ray")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false",
+                    "--disable-usage-stats"], cwd=cluster_dir, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        result = _simulate(data_root, tmp_path / "runs", "federation.rounds=1",
+                           f"simulation.ray_address='127.0.0.1:{port}'")
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert f"Ray at 127.0.0.1:{port}" in result.stdout
+        status = subprocess.run([ray, "status", "--address", f"127.0.0.1:{port}"], capture_output=True, text=True,
+                                env=env, timeout=60)
+        assert status.returncode == 0, "the cluster must survive the simulation"
+    finally:
+        for p in psutil.process_iter():  # stop only the cluster this test started
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                if Path(p.cwd()) == cluster_dir:
+                    p.kill()
