@@ -170,6 +170,9 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     elif os.environ.get("FEDROBUST_DATA_ROOT"):
         cfg.data.root = str(Path(os.environ["FEDROBUST_DATA_ROOT"]).expanduser().resolve())
+    if not (PROJECT / "pyproject.toml").is_file():
+        raise FedrobustError(f"no pyproject.toml next to {PROJECT / 'server'}: `fedrobust simulate` submits the "
+                             f"project as a Flower app, so install it from a checkout with `pip install -e .`")
     run = prepare_run(cfg, resume)
     if (run.path / RunDir.SUMMARY).exists():
         raise FedrobustError(f"{run.path} is already complete (summary.json exists); nothing to resume")
