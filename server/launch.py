@@ -182,8 +182,9 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
     marker = uuid.uuid4().hex
     workdir = Path(tempfile.mkdtemp(prefix="fedrobust-sim-")).resolve()  # cwd of everything we start
     extra = {MARKER: marker}
-    if cfg.simulation.ray_address:
-        extra["RAY_ADDRESS"] = cfg.simulation.ray_address
+    # "local" makes Ray start a private instance even when another cluster (or a stale
+    # /tmp/ray/ray_current_cluster left by `ray start`) exists on this machine.
+    extra["RAY_ADDRESS"] = cfg.simulation.ray_address or "local"
     env = flower_env(flwr_home, extra)
     run_config = run.path / "flower-run-config.toml"
     flat = to_flat(cfg)

@@ -139,14 +139,21 @@ def test_interrupted_run_resumes_to_the_same_result(data_root, tmp_path, full_ru
     assert a["acc"] == b["acc"]
 
 
-def test_failing_and_nonfinite_clients_are_counted(data_root, tmp_path):
-    result = _simulate(data_root, tmp_path, "partition.num_clients=4", "federation.rounds=1",
-                       "faults.fail_partitions=[1]", "faults.nonfinite_partitions=[2]")
+def test_sampling_faults_and_client_evaluation(data_root, tmp_path):
+    """5 clients, 80 % sampled (seeded, by partition): one sampled client raises, one sends NaN."""
+    from fedrobust.federated import sample_partitions
+
+    chosen = sample_partitions(load_config(None, ["partition.num_clients=5", "federation.fraction_train=0.8"]), 1)
+    assert len(chosen) == 4
+    result = _simulate(data_root, tmp_path, "partition.num_clients=5", "federation.fraction_train=0.8",
+                       "federation.fraction_evaluate=1.0", "federation.rounds=1",
+                       f"faults.fail_partitions=[{chosen[0]}]", f"faults.nonfinite_partitions=[{chosen[1]}]")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (run,) = tmp_path.iterdir()
     r = _metrics(run)[1]
     assert (r["sampled"], r["replies"], r["failures"], r["rejected_nonfinite"]) == (4, 2, 1, 1)
     assert r["aggregated"] is True
+    assert 0 <= r["clients_eval"]["client-test-acc"] <= 1  # every node evaluated on its test shard
     summary = json.loads((run / "summary.json").read_text())
     assert summary["failures"] == 1 and summary["rejected_nonfinite"] == 1
     final = torch.load(run / "model.pt", weights_only=False)["model"]
@@ -187,6 +194,8 @@ def test_simulation_on_an_existing_ray_cluster(data_root, tmp_path):
         port = s.getsockname()[1]
     ray = str(Path(sys.executable).parent / "ray")
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    pointer = Path("/tmp/ray/ray_current_cluster")  # `ray start` records itself here for later ray.init()
+    saved = pointer.read_text() if pointer.exists() else None
     subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false",
                     "--disable-usage-stats"], cwd=cluster_dir, env=env, check=True, capture_output=True, timeout=120)
     try:
@@ -202,3 +211,7 @@ def test_simulation_on_an_existing_ray_cluster(data_root, tmp_path):
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 if Path(p.cwd()) == cluster_dir:
                     p.kill()
+        if saved is None:
+            pointer.unlink(missing_ok=True)
+        else:
+            pointer.write_text(saved)
