@@ -35,7 +35,8 @@ def _row(summary: dict, base: dict | None) -> str:
     else:
         verdict = "yes" if fg[-1] >= TARGET_FGSM005[ds] and drop <= 2.0 else "NO"
     falls = all(b <= a + 1e-9 for a, b in zip([acc, *fg], fg, strict=False))
-    return (f"| {ds} | {mode} | {acc:.3f} | {auc:.3f} | " + " | ".join(f"{v:.3f}" for v in fg)
+    chosen = f"{summary.get('selected_round', summary['rounds'])}/{summary['rounds']}"
+    return (f"| {ds} | {mode} | {chosen} | {acc:.3f} | {auc:.3f} | " + " | ".join(f"{v:.3f}" for v in fg)
             + f" | {drop:+.1f} | {'yes' if falls else 'NO'} | {summary['seconds']:.0f} | {verdict} |")
 
 
@@ -71,14 +72,15 @@ def main() -> int:
         f"Machine: {describe()}",
         "",
         "Real Flower simulation runtime on Ray (`fedrobust simulate`), 10 clients, Dirichlet(0.5) label skew,",
-        "FedAvg, resnet18 at 28 px; final-round global model on the official test split. FGSM columns:",
+        "FedAvg, resnet18 at 28 px; the global model of the round chosen on the server's val split",
+        "(`federation.select`; column 'round'), evaluated on the official test split. FGSM columns:",
         "white-box FGSM crafted against the evaluated model, ε in [0, 1] pixel units. Drop = clean accuracy",
         "points lost against the same dataset's `none` run. Targets: clean ACC ≥ 0.83 (Breast) / 0.85",
         "(Pneumonia); with augmentation FGSM@0.005 ≥ 0.80 / 0.85 and drop ≤ 2 points.",
         "",
-        "| dataset | local augmentation | ACC | AUC | " + " | ".join(f"FGSM {e}" for e in EPS)
+        "| dataset | local augmentation | round | ACC | AUC | " + " | ".join(f"FGSM {e}" for e in EPS)
         + " | drop (pts) | falls with ε | seconds | target met |",
-        "| --- | --- | --- | --- | " + " | ".join("---" for _ in EPS) + " | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in EPS) + " | --- | --- | --- | --- |",
     ]
     for s in summaries:
         lines.append(_row(s, None if s["augment"] == "none" else base.get(s["dataset"])))
