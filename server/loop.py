@@ -136,6 +136,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         new_arrays, train_metrics = strategy.aggregate_train(rnd, good) if good else (None, None)
         if new_arrays is not None:
             arrays = new_arrays
+        train_seconds = time.perf_counter() - started
         record: dict[str, Any] = {
             "sampled": len(round_nodes),
             "replies": len(good),
@@ -154,6 +155,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             record["clients_eval"] = _metrics(strategy.aggregate_evaluate(rnd, ev_good) if ev_good else None)
         state = arrays.to_torch_state_dict()
         record["server"] = run.evaluate(state)
+        record["train_seconds"] = train_seconds  # sampling, local training, transfer, aggregation
         record["seconds"] = time.perf_counter() - started
         say(describe_round(rnd, fed_cfg.rounds, record))
         run.end_round(rnd, state, strategy_state(strategy), record)

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
-from fedrobust.config import DataSection, ExperimentConfig
+from fedrobust.config import DataSection, ExperimentConfig, ModelSection
 from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.data.partition import partition_indices
 from fedrobust.errors import FedrobustError
 from fedrobust.federated.plan import alt_partitions, local_seed
-from fedrobust.models import model_for
+from fedrobust.models import build_model
 from fedrobust.train.evaluate import evaluate
 from fedrobust.train.local import make_optimizer, train_epoch
 
@@ -42,6 +42,14 @@ def _cached_partition(data: tuple, split: str, num_clients: int, scheme: str, se
     labels = _cached_split(data, split).labels.numpy()
     return tuple(partition_indices(labels, num_clients, scheme, seed=seed, alpha=alpha,
                                    labels_per_client=labels_per_client, min_samples=min_samples))
+
+
+def _build(model: tuple, image_size: int, channels: int, num_classes: int) -> torch.nn.Module:
+    m = ModelSection(*model)
+    return build_model(m.name, channels, num_classes, image_size, small_stem=m.small_stem, norm=m.norm)
+
+
+_cached_model = functools.lru_cache(maxsize=2)(_build)
 
 
 class LocalClient:
@@ -72,10 +80,21 @@ class LocalClient:
                                   1.0, 1, 1)
         return _cached_split(self._data_key(), "test").subset(parts[self.partition_id])
 
-    def build_model(self) -> torch.nn.Module:
+    def _model_key(self) -> tuple:
         c, info = self.cfg, _cached_split(self._data_key(), "train").info
         channels = 3 if (c.data.as_rgb or info.channels == 3) else 1
-        return model_for(c, channels, info.num_classes)
+        return dataclasses.astuple(c.model), c.data.image_size, channels, info.num_classes
+
+    def build_model(self) -> torch.nn.Module:
+        """A fresh model of this federation's architecture."""
+        return _build(*self._model_key())
+
+    def _work_model(self, state: StateDict) -> torch.nn.Module:
+        """The process-wide model instance loaded with ``state``: building a large torchvision
+        model costs about as much as a small client's local epoch, so virtual clients reuse one."""
+        model = _cached_model(*self._model_key())
+        model.load_state_dict(state)
+        return model
 
     # work ---------------------------------------------------------------------------------------
     def train(self, state: StateDict, server_round: int, proximal_mu: float = 0.0) -> tuple[StateDict, dict[str, Any]]:
@@ -87,8 +106,7 @@ class LocalClient:
         seed = local_seed(cfg, server_round, self.partition_id)
         torch.manual_seed(seed)
         data = self.train_data()
-        model = self.build_model()
-        model.load_state_dict(state)
+        model = self._work_model(state)
         anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
         optimizer = make_optimizer(model, cfg.train)
         aug = cfg.alt_augment if self.uses_alt_policy else cfg.augment
@@ -119,7 +137,6 @@ class LocalClient:
     def evaluate(self, state: StateDict) -> dict[str, Any]:
         """Global model on this client's share of the test split."""
         data = self.test_data()
-        model = self.build_model()
-        model.load_state_dict(state)
+        model = self._work_model(state)
         m = evaluate(model, data, self.cfg.eval.batch_size)
         return {"num-examples": len(data), "client-test-acc": m["acc"], "client-test-loss": m["loss"]}
