@@ -148,7 +148,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         }
         if fed_cfg.fraction_evaluate > 0:
             eval_nodes = nodes if fed_cfg.fraction_evaluate == 1.0 else [
-                mapping[p] for p in chosen if p in mapping]
+                mapping[p] for p in sample_partitions(cfg, rnd, fed_cfg.fraction_evaluate, stream=6007)
+                if p in mapping]
             ev = strategy.configure_evaluate(rnd, arrays, ConfigRecord({"server-round": rnd}),
                                              SubsetGrid(grid, eval_nodes))
             ev_good, _, _ = screen(grid.send_and_receive(ev, timeout=fed_cfg.round_timeout))

@@ -19,17 +19,19 @@ _MIN_REPLIES = {
 }
 
 
-def sample_size(cfg: ExperimentConfig) -> int:
-    return max(1, round(cfg.federation.fraction_train * cfg.partition.num_clients))
+def sample_size(cfg: ExperimentConfig, fraction: float | None = None) -> int:
+    share = cfg.federation.fraction_train if fraction is None else fraction
+    return max(1, round(share * cfg.partition.num_clients))
 
 
-def sample_partitions(cfg: ExperimentConfig, server_round: int) -> list[int]:
-    """Partition ids trained in ``server_round``: seeded by (seed, round), sorted."""
+def sample_partitions(cfg: ExperimentConfig, server_round: int, fraction: float | None = None,
+                      stream: int = 7919) -> list[int]:
+    """Partition ids of ``server_round`` (``fraction_train`` unless given): seeded by (seed, round), sorted."""
     n = cfg.partition.num_clients
-    k = sample_size(cfg)
+    k = sample_size(cfg, fraction)
     if k >= n:
         return list(range(n))
-    rng = np.random.default_rng([cfg.run.seed, server_round, 7919])
+    rng = np.random.default_rng([cfg.run.seed, server_round, stream])
     return sorted(int(i) for i in rng.choice(n, size=k, replace=False))
 
 
