@@ -7,6 +7,7 @@ import platform
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -31,3 +32,11 @@ def describe() -> str:
 
 def command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+def write_report(out: str | Path, lines: list[str]) -> str:
+    """Write a results page (markdown lines) to ``out`` and return its text."""
+    text = "\n".join(lines) + "\n"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text)
+    return text

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import command, describe
+from _machine import command, describe, write_report
 
 from fedrobust.augment import AdversarialPolicy
 from fedrobust.config import AugmentSection, TrainSection
@@ -81,9 +81,7 @@ def main() -> int:
     for m in MODES:
         lines.append(f"| {m} | {passes[m]} | {statistics.median(times[m]):.2f} | {ratio[m]:.2f}× |")
     lines += ["", f"Target fused ≤ 2.1×: {'met' if ok else 'NOT met'} ({ratio['fused']:.2f}×)."]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    text = write_report(args.out, lines)
     print(text)
     return 0 if ok else 1
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import command, describe
+from _machine import command, describe, write_report
 
 from fedrobust.config import load_config
 from fedrobust.train.centralized import run_centralized
@@ -65,9 +65,7 @@ def main() -> int:
             + " | ".join(f"{a:.3f}" for a in fg)
             + f" | {'yes' if falls else 'NO'} | {secs:.0f} | {'yes' if ok else 'NO'} |"
         )
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    text = write_report(args.out, lines)
     print(text)
     return 0 if ok_all else 1
 

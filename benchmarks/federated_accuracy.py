@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import command, describe
+from _machine import command, describe, write_report
 from _simrun import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,8 +86,7 @@ def main() -> int:
         lines.append(_row(s, None if s["augment"] == "none" else base.get(s["dataset"])))
     lines += ["", "Run directories (config.toml in each holds every setting):", ""]
     lines += [f"- `{r.relative_to(ROOT) if r.is_relative_to(ROOT) else r}`" for r in runs]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    text = write_report(args.out, lines)
     print(text)
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import command, describe
+from _machine import command, describe, write_report
 from _sequential import sequential_fedavg
 from _simrun import simulate
 
@@ -122,8 +122,7 @@ def main() -> int:
     for part in args.parts:
         ok &= {"overhead": overhead, "scale": scale}[part](lines)
     lines.append(f"Benchmark wall time: {time.time() - started:.0f} s.")
-    text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    text = write_report(args.out, lines)
     print(text)
     return 0 if ok else 1
 

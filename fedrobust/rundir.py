@@ -6,6 +6,7 @@ so an interrupted run never leaves a half-written result behind.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -104,17 +105,10 @@ class RunDir:
         return [json.loads(line) for line in f.read_text().splitlines() if line] if f.exists() else []
 
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
-        path = self.path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.path / name, buffer.getvalue())
+        return self.path / name
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
         atomic_write_json(self.path / self.SUMMARY, summary)

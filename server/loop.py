@@ -42,9 +42,13 @@ class SubsetGrid:
         return getattr(self._grid, name)
 
 
+def _query(node: int) -> Message:
+    """Ask a node which partition it holds (answered by the ClientApp's query handler)."""
+    return Message(content=RecordDict({"config": ConfigRecord({})}), message_type="query", dst_node_id=node)
+
+
 def _num_partitions(grid: Grid, node: int, timeout: float) -> int | None:
-    msg = Message(content=RecordDict({"config": ConfigRecord({})}), message_type="query", dst_node_id=node)
-    for reply in grid.send_and_receive([msg], timeout=timeout):
+    for reply in grid.send_and_receive([_query(node)], timeout=timeout):
         if not reply.has_error():
             return int(reply.content["info"]["num-partitions"])
     return None
@@ -71,10 +75,8 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
 
 def map_partitions(grid: Grid, nodes: list[int], timeout: float) -> dict[int, int]:
     """partition-id -> node-id, asked once from every node with a query message."""
-    msgs = [Message(content=RecordDict({"config": ConfigRecord({})}), message_type="query", dst_node_id=n)
-            for n in nodes]
     mapping: dict[int, int] = {}
-    for reply in grid.send_and_receive(msgs, timeout=timeout):
+    for reply in grid.send_and_receive([_query(n) for n in nodes], timeout=timeout):
         if not reply.has_error():
             mapping[int(reply.content["info"]["partition-id"])] = reply.metadata.src_node_id
     return mapping
