@@ -129,6 +129,7 @@ class FederationSection:
     round_timeout: float = 3600.0  # seconds to wait for the replies of one round
     keep_checkpoints: int = 2  # per-round global checkpoints kept (the newest)
     select: str = "last"  # final model: last round, or the round best on the server's val split
+    bn_recalibration: str = "none"  # "val": re-estimate BatchNorm stats of each global model on val
 
 
 @dataclass
@@ -401,6 +402,7 @@ def _validate_federation(cfg: ExperimentConfig) -> None:
     _require(f.round_timeout > 0, "federation.round_timeout", "must be > 0")
     _require(f.keep_checkpoints >= 1, "federation.keep_checkpoints", "must be >= 1")
     _one_of(f.select, "federation.select", ("last", "val_auc", "val_acc"))
+    _one_of(f.bn_recalibration, "federation.bn_recalibration", ("none", "val"))
     _require(sim.num_cpus >= 0, "simulation.num_cpus", f"must be >= 0, got {sim.num_cpus}")
     _require(sim.cpus_per_client > 0, "simulation.cpus_per_client", f"must be > 0, got {sim.cpus_per_client}")
     _require(sim.startup_timeout > 0, "simulation.startup_timeout", "must be > 0")

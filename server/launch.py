@@ -170,6 +170,10 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     elif os.environ.get("FEDROBUST_DATA_ROOT"):
         cfg.data.root = str(Path(os.environ["FEDROBUST_DATA_ROOT"]).expanduser().resolve())
+    # everything we start runs in a private cwd: relative paths would point there
+    cfg.run.out_dir = str(Path(cfg.run.out_dir).expanduser().resolve())
+    if cfg.run.dir:
+        cfg.run.dir = str(Path(cfg.run.dir).expanduser().resolve())
     if not (PROJECT / "pyproject.toml").is_file():
         raise FedrobustError(f"no pyproject.toml next to {PROJECT / 'server'}: `fedrobust simulate` submits the "
                              f"project as a Flower app, so install it from a checkout with `pip install -e .`")

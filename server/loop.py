@@ -138,6 +138,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         new_arrays, train_metrics = strategy.aggregate_train(rnd, good) if good else (None, None)
         if new_arrays is not None:
             arrays = new_arrays
+            if fed_cfg.bn_recalibration != "none":  # before anyone (clients, server) evaluates it
+                arrays = ArrayRecord(run.recalibrate(arrays.to_torch_state_dict()))
         train_seconds = time.perf_counter() - started
         record: dict[str, Any] = {
             "sampled": len(round_nodes),

@@ -15,6 +15,7 @@ from fedrobust.data.loading import load_from_config
 from fedrobust.errors import FedrobustError
 from fedrobust.models import count_parameters, model_for
 from fedrobust.rundir import RunDir
+from fedrobust.train.batchnorm import recalibrate_batchnorm
 from fedrobust.train.evaluate import adversarial_images, evaluate, evaluate_robust
 
 StateDict = dict[str, torch.Tensor]
@@ -40,7 +41,8 @@ class FederatedRun:
         info = self.test.info
         self.model = model_for(cfg, self.test.images.shape[1], info.num_classes)
         select = cfg.federation.select
-        self.val = load_from_config(cfg.data, "val") if select != "last" else None
+        needs_val = select != "last" or cfg.federation.bn_recalibration == "val"
+        self.val = load_from_config(cfg.data, "val") if needs_val else None
         self.select_key = {"val_auc": "val_auc", "val_acc": "val_acc"}.get(select)
         self.started = time.perf_counter()
 
@@ -68,6 +70,15 @@ class FederatedRun:
         return done, saved["model"], saved.get("strategy", {})
 
     # per round ---------------------------------------------------------------------------------
+    def recalibrate(self, state: StateDict) -> StateDict:
+        """The aggregated weights with BatchNorm statistics re-estimated on the server's val split
+        (``federation.bn_recalibration = "val"``); otherwise ``state`` unchanged."""
+        if self.cfg.federation.bn_recalibration != "val" or self.val is None:
+            return state
+        self.model.load_state_dict(state)
+        recalibrate_batchnorm(self.model, self.val.images, self.cfg.eval.batch_size)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
     def evaluate(self, state: StateDict) -> dict[str, float]:
         """Clean test accuracy/AUC/loss and FGSM accuracy at ``federation.eval_eps``."""
         self.model.load_state_dict(state)
