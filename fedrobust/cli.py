@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fedrobust.errors import ConfigError, FedrobustError
 
@@ -11,6 +12,8 @@ EPILOG = """examples:
   fedrobust simulate --config configs/quickstart.toml --set federation.rounds=3
   fedrobust simulate --resume runs/quickstart-20260101-120000
   fedrobust train --config configs/centralized_breast_resnet18.toml --set train.epochs=5
+  fedrobust distill runs/quickstart-20260101-120000 --set distill.epochs=30
+  fedrobust export runs/quickstart-20260101-120000
   fedrobust partition --dataset breastmnist --clients 10 --scheme dirichlet --alpha 0.5
 
 data root: --data-root DIR, else $FEDROBUST_DATA_ROOT, else ~/.medmnist (medmnist's default)."""
@@ -40,8 +43,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from fedrobust.config import load_config
 
     if args.resume:
@@ -58,6 +59,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     simulate(cfg, resume=bool(args.resume))
     return 0
+
+
+def _run_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root!r}")
+    return overrides
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from fedrobust.distill import distill_run
+
+    distill_run(args.run_dir, _run_overrides(args))
+    if args.export:
+        from fedrobust.export import export_run
+
+        export_run(args.run_dir, _run_overrides(args))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fedrobust.export import export_run
+
+    export_run(args.run_dir, _run_overrides(args))
+    return 0
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a finished run (from train or simulate)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a value of the run's config.toml, e.g. --set distill.epochs=30 (repeatable)")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files")
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
@@ -104,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
                                    "accuracy/AUC and FGSM accuracy; writes runs/<name>-<time>/.")
     _add_config_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill", help="distill a run's model (teacher) into the compact student",
+                       description="Train the [distill] student to match RUN_DIR/model.pt on the server's own "
+                                   "data (the val split by default): KL between temperature-softened outputs "
+                                   "(T^2-scaled) mixed with cross-entropy on labels; optionally also on FGSM/PGD "
+                                   "inputs crafted against the student. Writes RUN_DIR/distill/ (student.pt, "
+                                   "metrics.jsonl, config.toml, summary.json with student vs teacher test "
+                                   "accuracy).")
+    _add_run_args(p)
+    p.add_argument("--export", action="store_true", help="then export to ONNX, as `fedrobust export` does")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("export", help="export the student (fp32 + int8) and the teacher to ONNX",
+                       description="Write RUN_DIR/export/: student.onnx, student.int8.onnx (static int8, "
+                                   "calibrated on val) and teacher.onnx, one file each with dynamic batch and "
+                                   "fedrobust metadata. Each fp32 file must match torch on the whole test split "
+                                   "(max |logit diff| <= export.parity_atol, same classes) or nothing is "
+                                   "written. Run these files with `fedrobust-edge predict`.")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("partition", help="print the per-client label table of a partition",
                        description="Show how the training split is divided among federated clients.")

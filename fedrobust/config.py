@@ -133,6 +133,39 @@ class FederationSection:
 
 
 @dataclass
+class DistillSection:
+    """Teacher -> student distillation on the server's own data (Hinton et al. 2015)."""
+
+    enabled: bool = False  # distill right after the last federated round (`fedrobust distill` always runs)
+    student: str = "student"  # registry name of the student architecture
+    data: str = "val"  # transfer set: "val" (the server's proxy split) or "train" (pooled; not federated)
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    temperature: float = 4.0  # softens both outputs; the KL term is scaled by T^2
+    alpha: float = 0.3  # weight of cross-entropy on labels; (1 - alpha) on the KL to the teacher
+    classic: list[str] = field(default_factory=lambda: ["flip", "crop"])  # transfer-set views
+    adversarial: str = "none"  # "fgsm" / "pgd": also match the teacher on inputs crafted against the student
+    adv_eps: float = 0.005
+    adv_steps: int = 5  # pgd steps
+    select: str = "last"  # student to keep: "last", or best by "val_acc"/"val_auc" (only when data = "train")
+
+
+@dataclass
+class ExportSection:
+    """ONNX export of student and teacher, parity check, int8 static quantization."""
+
+    enabled: bool = False  # export right after distillation (`fedrobust export` always runs)
+    teacher: bool = True  # export the teacher too, so sweeps can compare
+    int8: bool = True  # static int8 (QOperator) student, calibrated on the val split
+    calibration_size: int = 512  # val images used for calibration (all when fewer)
+    per_channel: bool = False  # per-channel weight scales (bigger file, sometimes more accurate)
+    parity_atol: float = 1e-4  # max |torch - onnxruntime| logit difference allowed on the test split
+
+
+@dataclass
 class SimulationSection:
     """Flower simulation runtime (Ray backend)."""
 
@@ -165,6 +198,8 @@ class ExperimentConfig:
     alt_augment: AugmentSection = field(default_factory=AugmentSection)
     eval: EvalSection = field(default_factory=EvalSection)
     federation: FederationSection = field(default_factory=FederationSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    export: ExportSection = field(default_factory=ExportSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
     faults: FaultsSection = field(default_factory=FaultsSection)
 
@@ -362,6 +397,7 @@ def validate(cfg: ExperimentConfig) -> None:
     for i, eps in enumerate(e.fgsm_eps):
         _require(0 <= eps <= 1, f"eval.fgsm_eps[{i}]", f"must be in [0, 1], got {eps}")
     _validate_federation(cfg)
+    _validate_distill(cfg)
 
 
 def _validate_augment(a: AugmentSection, name: str) -> None:
@@ -381,6 +417,30 @@ def _validate_augment(a: AugmentSection, name: str) -> None:
                  "works with the one-step modes fgsm, invfgsm and both, not pgd (several gradient steps)")
         _require(a.combine == "append", f"{name}.fused",
                  "needs combine = 'append' (the clean samples must be trained on to reuse their gradient)")
+
+
+def _validate_distill(cfg: ExperimentConfig) -> None:
+    from fedrobust.models.registry import MODEL_NAMES
+
+    d, e = cfg.distill, cfg.export
+    _one_of(d.student, "distill.student", MODEL_NAMES)
+    _one_of(d.data, "distill.data", ("val", "train"))
+    _require(d.epochs >= 1, "distill.epochs", f"must be >= 1, got {d.epochs}")
+    _require(d.batch_size >= 2, "distill.batch_size", f"must be >= 2 (BatchNorm), got {d.batch_size}")
+    _require(d.lr > 0, "distill.lr", f"must be > 0, got {d.lr}")
+    _one_of(d.optimizer, "distill.optimizer", ("adam", "adamw", "sgd"))
+    _require(d.temperature > 0, "distill.temperature", f"must be > 0, got {d.temperature}")
+    _require(0 <= d.alpha <= 1, "distill.alpha", f"must be in [0, 1], got {d.alpha}")
+    for i, name in enumerate(d.classic):
+        _one_of(name, f"distill.classic[{i}]", CLASSIC_AUGMENTS)
+    _one_of(d.adversarial, "distill.adversarial", ("none", "fgsm", "pgd"))
+    _require(0 < d.adv_eps <= 1, "distill.adv_eps", f"must be in (0, 1], got {d.adv_eps}")
+    _require(d.adv_steps >= 1, "distill.adv_steps", f"must be >= 1, got {d.adv_steps}")
+    _one_of(d.select, "distill.select", ("last", "val_acc", "val_auc"))
+    _require(d.select == "last" or d.data != "val", "distill.select",
+             "cannot select on val when distilling on val; use select = 'last' or data = 'train'")
+    _require(e.calibration_size >= 1, "export.calibration_size", f"must be >= 1, got {e.calibration_size}")
+    _require(e.parity_atol > 0, "export.parity_atol", f"must be > 0, got {e.parity_atol}")
 
 
 def _validate_federation(cfg: ExperimentConfig) -> None:

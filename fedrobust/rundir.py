@@ -6,12 +6,15 @@ so an interrupted run never leaves a half-written result behind.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +116,25 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> Path:
         atomic_write_json(self.path / self.SUMMARY, summary)
         return self.path / self.SUMMARY
+
+
+@contextlib.contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """Build a result folder under a temporary name and move it into place only when complete.
+
+    A crash (or Ctrl-C) leaves the previous ``final`` untouched and no half-written one behind.
+    """
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -144,6 +144,18 @@ def write_connection(flwr_home: Path, name: str, connection: dict[str, Any]) -> 
     path.write_text(tomli_w.dumps(conf))
 
 
+def check_app_config(flat: dict[str, Any]) -> None:
+    """Flower rejects run-config keys the app does not declare, with only "Invalid run configuration":
+    name the missing keys instead."""
+    declared = tomllib.loads((PROJECT / "pyproject.toml").read_text())
+    tables = declared.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
+    keys = {f"{section}.{leaf}" for section, values in tables.items() if isinstance(values, dict) for leaf in values}
+    missing = sorted(set(flat) - keys)
+    if missing:
+        raise FedrobustError(f"pyproject.toml's [tool.flwr.app.config] lacks {len(missing)} config keys "
+                             f"(e.g. {missing[0]}); run `make flwr-config` to regenerate it")
+
+
 def _federation_config(cfg: ExperimentConfig) -> str:
     sim = cfg.simulation
     parts = [f"num-supernodes={cfg.partition.num_clients}", f"client-resources-num-cpus={sim.cpus_per_client}"]
@@ -177,6 +189,7 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
     if not (PROJECT / "pyproject.toml").is_file():
         raise FedrobustError(f"no pyproject.toml next to {PROJECT / 'server'}: `fedrobust simulate` submits the "
                              f"project as a Flower app, so install it from a checkout with `pip install -e .`")
+    check_app_config(to_flat(cfg))
     run = prepare_run(cfg, resume)
     if (run.path / RunDir.SUMMARY).exists():
         raise FedrobustError(f"{run.path} is already complete (summary.json exists); nothing to resume")

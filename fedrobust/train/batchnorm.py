@@ -32,6 +32,6 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
         chunk = images[start:start + batch_size]
         if len(chunk) > 1:  # BatchNorm in train mode needs more than one value per channel
             model(chunk)
-    for m, momentum in zip(norms, saved):
+    for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     return model.eval()

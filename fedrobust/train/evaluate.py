@@ -11,7 +11,7 @@ from fedrobust.data.loading import ImageSplit
 from fedrobust.train.batches import iterate_batches
 
 
-def _medmnist_metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> tuple[float, float]:
+def medmnist_metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> tuple[float, float]:
     from medmnist.evaluator import getACC, getAUC
 
     acc = float(getACC(y_true, y_score, task))
@@ -20,6 +20,14 @@ def _medmnist_metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> tup
     except ValueError:  # a split holding a single class has no AUC
         auc = float("nan")
     return acc, auc
+
+
+def score_logits(logits: np.ndarray, data: ImageSplit) -> dict[str, float]:
+    """Accuracy and AUC of logits computed elsewhere (e.g. by onnxruntime) on ``data``."""
+    z = logits - logits.max(1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    acc, auc = medmnist_metrics(data.labels.numpy(), probs, data.info.medmnist_task)
+    return {"acc": acc, "auc": auc}
 
 
 @torch.no_grad()
@@ -36,7 +44,7 @@ def evaluate(model: nn.Module, data: ImageSplit, batch_size: int = 256,
     images = data.images if x is None else x
     probs = predict_proba(model, images, batch_size)
     loss = float(torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), data.labels))
-    acc, auc = _medmnist_metrics(data.labels.numpy(), probs.numpy(), data.info.medmnist_task)
+    acc, auc = medmnist_metrics(data.labels.numpy(), probs.numpy(), data.info.medmnist_task)
     return {"acc": acc, "auc": auc, "loss": loss}
 
 
@@ -53,4 +61,4 @@ def evaluate_robust(model: nn.Module, data: ImageSplit, eps_list: list[float],
             for eps in eps_list}
 
 
-__all__ = ["adversarial_images", "evaluate", "evaluate_robust", "predict_proba"]
+__all__ = ["adversarial_images", "evaluate", "evaluate_robust", "medmnist_metrics", "predict_proba", "score_logits"]

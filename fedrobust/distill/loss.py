@@ -1,0 +1,29 @@
+"""The distillation objective of Hinton et al. (2015), also the defensive distillation loss of
+Papernot et al. (2016) used in the reference paper."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fedrobust.attacks.gradient import classification_loss
+
+
+def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) between temperature-softened distributions, times T^2.
+
+    The T^2 factor keeps the soft term's gradient magnitude independent of T, so ``alpha`` means
+    the same thing at every temperature.
+    """
+    t = temperature
+    log_p_student = F.log_softmax(student_logits / t, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits / t, dim=1)
+    return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean") * (t * t)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                      temperature: float, alpha: float) -> torch.Tensor:
+    """``alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``."""
+    hard = classification_loss(student_logits, labels) if alpha > 0 else student_logits.new_zeros(())
+    soft = soft_kl(student_logits, teacher_logits.detach(), temperature) if alpha < 1 else hard.new_zeros(())
+    return alpha * hard + (1 - alpha) * soft

@@ -1,0 +1,159 @@
+"""Distill a run's teacher (its final model.pt) into the compact student, on server-side data.
+
+The server holds no client data. Its own labelled split (``val`` by default) is the transfer set;
+every epoch shows the teacher fresh random views of it (``distill.classic``), so the student
+learns the teacher's function, not only its labels on 78 or 524 images. Results land in
+``RUN_DIR/distill/``: the student, per-epoch metrics, the settings used, and a summary comparing
+student and teacher on the test split.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedrobust.attacks import fgsm, pgd
+from fedrobust.augment import ClassicAugment
+from fedrobust.checkpoint import build_for, load_model, run_config
+from fedrobust.config import DistillSection, ExperimentConfig, TrainSection
+from fedrobust.data.loading import ImageSplit, load_from_config
+from fedrobust.distill.loss import distillation_loss
+from fedrobust.models import count_parameters
+from fedrobust.progress import progress_bar
+from fedrobust.rundir import RunDir, atomic_write_json, staged_dir
+from fedrobust.seeding import seed_everything
+from fedrobust.train.batches import iterate_batches
+from fedrobust.train.evaluate import evaluate, evaluate_robust
+from fedrobust.train.local import make_optimizer
+
+DISTILL_DIR = "distill"
+STUDENT_FILE = "student.pt"
+
+
+def _adversarial_views(student: nn.Module, x: torch.Tensor, y: torch.Tensor, d: DistillSection,
+                       generator: torch.Generator) -> torch.Tensor:
+    """Inputs crafted against the *student* (its weakness), for the teacher to correct."""
+    if d.adversarial == "pgd":
+        return pgd(student, x, y, d.adv_eps, steps=d.adv_steps, generator=generator)
+    return fgsm(student, x, y, d.adv_eps)
+
+
+def distill_epoch(student: nn.Module, teacher: nn.Module, data: ImageSplit, optimizer: torch.optim.Optimizer,
+                  d: DistillSection, classic: ClassicAugment, generator: torch.Generator,
+                  progress: Any = None) -> dict[str, float]:
+    """One pass over the transfer set; returns mean loss and the student's agreement with the teacher."""
+    student.train()
+    teacher.eval()
+    total, agree, seen = 0.0, 0, 0
+    for xb, yb in iterate_batches(data.images, data.labels, d.batch_size, shuffle=True, generator=generator,
+                                  drop_last_singleton=True):
+        x = classic(xb) if classic else xb
+        with torch.no_grad():
+            t_logits = teacher(x)
+        s_logits = student(x)
+        loss = distillation_loss(s_logits, t_logits, yb, d.temperature, d.alpha)
+        if d.adversarial != "none":
+            x_adv = _adversarial_views(student, x, yb, d, generator)
+            with torch.no_grad():
+                t_adv = teacher(x_adv)
+            loss = 0.5 * (loss + distillation_loss(student(x_adv), t_adv, yb, d.temperature, d.alpha))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(yb)
+        agree += int((s_logits.argmax(1) == t_logits.argmax(1)).sum())
+        seen += len(yb)
+        if progress is not None:
+            progress.update(len(yb))
+    return {"loss": total / max(seen, 1), "teacher_agreement": agree / max(seen, 1)}
+
+
+def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any] = print,
+            out: Path | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``cfg.distill.student`` to mimic ``teacher``; returns the student and a summary.
+
+    With ``out``, per-epoch lines go to ``out/metrics.jsonl``.
+    """
+    d = cfg.distill
+    generator = seed_everything(cfg.run.seed + 17, cfg.run.threads)
+    transfer = load_from_config(cfg.data, d.data)
+    val = load_from_config(cfg.data, "val") if d.select != "last" else None
+    test = load_from_config(cfg.data, "test")
+    student = build_for(cfg, d.student)
+    optimizer = make_optimizer(student, TrainSection(lr=d.lr, optimizer=d.optimizer, weight_decay=d.weight_decay))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, d.epochs)
+    classic = ClassicAugment(d.classic, cfg.data.image_size, cfg.augment.rotation_degrees,
+                             cfg.augment.crop_padding, cfg.augment.jitter)
+    log(f"distilling {cfg.model.name} -> {d.student} ({count_parameters(student):,} params) on the "
+        f"{d.data} split ({len(transfer)} images), T={d.temperature:g} alpha={d.alpha:g} "
+        f"adversarial={d.adversarial}")
+    best_state, best_score, best_epoch = None, -math.inf, 0
+    started = time.perf_counter()
+    lines = []
+    with progress_bar(total=d.epochs * len(transfer), desc="distill") as bar:
+        for epoch in range(1, d.epochs + 1):
+            stats = distill_epoch(student, teacher, transfer, optimizer, d, classic, generator, bar)
+            scheduler.step()
+            record: dict[str, Any] = {"epoch": epoch, **stats}
+            score = float(epoch)
+            if val is not None:
+                v = evaluate(student, val, cfg.eval.batch_size)
+                record["val"] = v
+                score = v["auc"] if d.select == "val_auc" else v["acc"]
+                score = -math.inf if math.isnan(score) else score
+            lines.append(record)
+            if out is not None:
+                RunDir(out).log(record)
+            if score > best_score:
+                best_state, best_score, best_epoch = copy.deepcopy(student.state_dict()), score, epoch
+    if best_state is not None:
+        student.load_state_dict(best_state)
+    student.eval()
+    bs, eps = cfg.eval.batch_size, cfg.eval.fgsm_eps
+    t_test, s_test = evaluate(teacher, test, bs), evaluate(student, test, bs)
+    with torch.no_grad():
+        t_pred = torch.cat([teacher(x).argmax(1) for x, _ in iterate_batches(test.images, test.labels, bs)])
+        s_pred = torch.cat([student(x).argmax(1) for x, _ in iterate_batches(test.images, test.labels, bs)])
+    summary = {
+        "kind": "distillation",
+        "dataset": cfg.data.dataset,
+        "teacher": {"model": cfg.model.name, "parameters": count_parameters(teacher), "test": t_test,
+                    "test_fgsm": evaluate_robust(teacher, test, eps, bs)},
+        "student": {"model": d.student, "parameters": count_parameters(student), "test": s_test,
+                    "test_fgsm": evaluate_robust(student, test, eps, bs)},
+        "acc_drop_points": 100 * (t_test["acc"] - s_test["acc"]),
+        "test_agreement": float((t_pred == s_pred).float().mean()),
+        "transfer_set": d.data,
+        "transfer_images": len(transfer),
+        "selected_epoch": best_epoch,
+        "settings": cfg.to_dict()["distill"],
+        "seconds": time.perf_counter() - started,
+    }
+    log(f"student test acc {s_test['acc']:.3f} auc {s_test['auc']:.3f}  teacher {t_test['acc']:.3f} "
+        f"auc {t_test['auc']:.3f}  (drop {summary['acc_drop_points']:+.1f} points, agreement "
+        f"{summary['test_agreement']:.3f})")
+    return student, summary
+
+
+def distill_run(run_dir: Path, overrides: list[str] | None = None, log: Callable[[str], Any] = print,
+                cfg: ExperimentConfig | None = None) -> Path:
+    """``fedrobust distill RUN_DIR``: distill the run's model.pt; writes ``RUN_DIR/distill/``."""
+    run_dir = Path(run_dir)
+    cfg = cfg or run_config(run_dir, overrides)
+    teacher = load_model(cfg, run_dir / "model.pt")
+    with staged_dir(run_dir / DISTILL_DIR) as tmp:
+        RunDir(tmp).write_config(cfg)
+        student, summary = distill(cfg, teacher, log, out=tmp)
+        RunDir(tmp).save_checkpoint(STUDENT_FILE, {"model": student.state_dict(), "model_name": cfg.distill.student,
+                                                   "teacher": cfg.model.name, "config": cfg.to_dict()})
+        atomic_write_json(tmp / RunDir.SUMMARY, summary)
+    log(f"student in {run_dir / DISTILL_DIR / STUDENT_FILE}")
+    return run_dir / DISTILL_DIR
+

@@ -1,0 +1,115 @@
+"""``fedrobust export RUN_DIR``: the distilled student (fp32 and int8) and the teacher as ONNX files
+in ``RUN_DIR/export/``, each checked against torch on the test split, with a summary."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedrobust.checkpoint import load_model, run_config, weights_sha256
+from fedrobust.config import ExperimentConfig
+from fedrobust.data.catalog import dataset_info
+from fedrobust.data.loading import ImageSplit, load_from_config
+from fedrobust.distill.run import DISTILL_DIR, STUDENT_FILE
+from fedrobust.edge.metadata import ModelMetadata
+from fedrobust.errors import FedrobustError
+from fedrobust.export.onnx_export import check_parity, export_onnx, ort_logits, ort_session
+from fedrobust.export.quantize import quantize_int8
+from fedrobust.rundir import atomic_write_json, staged_dir
+from fedrobust.train.evaluate import score_logits
+
+EXPORT_DIR = "export"
+
+
+def metadata_for(cfg: ExperimentConfig, model: nn.Module, name: str, role: str, run: str,
+                 precision: str = "fp32") -> ModelMetadata:
+    info = dataset_info(cfg.data.dataset)
+    return ModelMetadata(
+        dataset=info.flag, task=info.task, class_names=list(info.class_names), image_size=cfg.data.image_size,
+        channels=3 if cfg.data.as_rgb else info.channels, model=name, role=role, precision=precision,
+        weights_sha256=weights_sha256(model), run=run,
+    )
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _describe(path: Path, logits: np.ndarray, test: ImageSplit, started: float) -> dict[str, Any]:
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path),
+            "test": score_logits(logits, test), "seconds": time.perf_counter() - started}
+
+
+def calibration_images(cfg: ExperimentConfig) -> np.ndarray:
+    """Up to ``export.calibration_size`` val images, a seeded sample: the server's own data."""
+    val = load_from_config(cfg.data, "val")
+    n = min(cfg.export.calibration_size, len(val))
+    order = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.run.seed))[:n]
+    return val.images[order].numpy()
+
+
+def export_model(cfg: ExperimentConfig, model: nn.Module, name: str, role: str, out: Path, run: str,
+                 test: ImageSplit, log: Callable[[str], Any]) -> dict[str, Any]:
+    """fp32 ONNX + parity check on the whole test split."""
+    started = time.perf_counter()
+    path = export_onnx(model, out / f"{role}.onnx", metadata_for(cfg, model, name, role, run))
+    parity = check_parity(model, path, test.images, cfg.export.parity_atol)
+    entry = _describe(path, ort_logits(ort_session(path), test.images), test, started)
+    entry["parity"] = parity.to_dict()
+    log(f"{path.name}: {entry['bytes'] / 1024:.0f} KB, test acc {entry['test']['acc']:.3f}, "
+        f"max |torch - onnxruntime| {parity.max_abs_diff:.1e} on {parity.images} test images")
+    return entry
+
+
+def export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> Path:
+    """Write ``run_dir/export/`` (replacing an earlier one only once the new one is complete)."""
+    student_path = run_dir / DISTILL_DIR / STUDENT_FILE
+    if not student_path.is_file():
+        raise FedrobustError(f"{run_dir} has no distilled student ({student_path.relative_to(run_dir)}); "
+                             f"run `fedrobust distill {run_dir}` first")
+    student_name = torch.load(student_path, map_location="cpu", weights_only=False).get("model_name", "student")
+    student = load_model(cfg, student_path, student_name)
+    test = load_from_config(cfg.data, "test")
+    summary: dict[str, Any] = {"kind": "export", "dataset": cfg.data.dataset, "test_images": len(test),
+                               "parity_atol": cfg.export.parity_atol}
+    with staged_dir(run_dir / EXPORT_DIR) as out:
+        summary["student"] = export_model(cfg, student, student_name, "student", out, run_dir.name, test, log)
+        if cfg.export.int8:
+            started = time.perf_counter()
+            meta = metadata_for(cfg, student, student_name, "student", run_dir.name, precision="int8")
+            int8 = quantize_int8(out / "student.onnx", out / "student.int8.onnx", calibration_images(cfg), meta,
+                                 per_channel=cfg.export.per_channel)
+            logits = ort_logits(ort_session(int8), test.images)
+            entry = _describe(int8, logits, test, started)
+            fp32_logits = ort_logits(ort_session(out / "student.onnx"), test.images)
+            agree = logits.argmax(1) == fp32_logits.argmax(1)
+            fp32_acc = summary["student"]["test"]["acc"]
+            entry.update({
+                "calibration_images": min(cfg.export.calibration_size, len(load_from_config(cfg.data, "val"))),
+                "agreement_with_fp32": float(agree.mean()),
+                "acc_change_points": 100 * (entry["test"]["acc"] - fp32_acc),
+                "acc_change_images": round((entry["test"]["acc"] - fp32_acc) * len(test)),
+                "per_channel": cfg.export.per_channel,
+            })
+            summary["student_int8"] = entry
+            log(f"{int8.name}: {entry['bytes'] / 1024:.0f} KB, test acc {entry['test']['acc']:.3f} "
+                f"({entry['acc_change_points']:+.1f} points vs fp32), agrees with fp32 on "
+                f"{100 * entry['agreement_with_fp32']:.1f}% of test images")
+        if cfg.export.teacher:
+            teacher = load_model(cfg, run_dir / "model.pt")
+            summary["teacher"] = export_model(cfg, teacher, cfg.model.name, "teacher", out, run_dir.name, test, log)
+        atomic_write_json(out / "summary.json", summary)
+    log(f"ONNX files in {run_dir / EXPORT_DIR}")
+    return run_dir / EXPORT_DIR
+
+
+def export_run(run_dir: Path, overrides: list[str] | None = None, log: Callable[[str], Any] = print) -> Path:
+    run_dir = Path(run_dir)
+    return export(run_config(run_dir, overrides), run_dir, log)
