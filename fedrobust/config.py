@@ -147,6 +147,7 @@ class DistillSection:
     temperature: float = 4.0  # softens both outputs; the KL term is scaled by T^2
     alpha: float = 0.3  # weight of cross-entropy on labels; (1 - alpha) on the KL to the teacher
     classic: list[str] = field(default_factory=lambda: ["flip", "crop"])  # transfer-set views
+    mixup: float = 0.0  # > 0: also distill on mixed image pairs, weight ~ Beta(mixup, mixup) (teacher labels them)
     adversarial: str = "none"  # "fgsm" / "pgd": also match the teacher on inputs crafted against the student
     adv_eps: float = 0.005
     adv_steps: int = 5  # pgd steps
@@ -433,12 +434,15 @@ def _validate_distill(cfg: ExperimentConfig) -> None:
     _require(0 <= d.alpha <= 1, "distill.alpha", f"must be in [0, 1], got {d.alpha}")
     for i, name in enumerate(d.classic):
         _one_of(name, f"distill.classic[{i}]", CLASSIC_AUGMENTS)
+    _require(d.mixup >= 0, "distill.mixup", f"must be >= 0, got {d.mixup}")
     _one_of(d.adversarial, "distill.adversarial", ("none", "fgsm", "pgd"))
     _require(0 < d.adv_eps <= 1, "distill.adv_eps", f"must be in (0, 1], got {d.adv_eps}")
     _require(d.adv_steps >= 1, "distill.adv_steps", f"must be >= 1, got {d.adv_steps}")
     _one_of(d.select, "distill.select", ("last", "val_acc", "val_auc"))
     _require(d.select == "last" or d.data != "val", "distill.select",
              "cannot select on val when distilling on val; use select = 'last' or data = 'train'")
+    _require(not e.enabled or d.enabled, "export.enabled",
+             "exports the distilled student, so it needs distill.enabled = true (or run `fedrobust export` later)")
     _require(e.calibration_size >= 1, "export.calibration_size", f"must be >= 1, got {e.calibration_size}")
     _require(e.parity_atol > 0, "export.parity_atol", f"must be > 0, got {e.parity_atol}")
 

@@ -19,6 +19,7 @@ from fedrobust.config import ExperimentConfig
 from fedrobust.errors import FedrobustError
 from fedrobust.federated import FederatedRun, alt_partitions, is_finite_state, sample_partitions
 from fedrobust.federated.server import describe_round
+from fedrobust.pipeline import after_training
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 
 PREFIX = "[fedrobust]"
@@ -167,6 +168,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     summary = run.finish(arrays.to_torch_state_dict())
     fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in summary["test_fgsm"].items())
     say(f"final test acc {summary['test']['acc']:.3f} auc {summary['test']['auc']:.3f}; FGSM acc by eps {fg}")
+    after_training(cfg, run.run.path, say)
     say(f"results in {run.run.path}")
     return summary
 

@@ -15,6 +15,7 @@ from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import ExperimentConfig
 from fedrobust.data.loading import load_from_config
 from fedrobust.models import count_parameters, model_for
+from fedrobust.pipeline import after_training
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir
 from fedrobust.seeding import seed_everything
@@ -86,6 +87,7 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
     log(f"test acc {test_m['acc']:.3f}  auc {test_m['auc']:.3f}  (epoch {best_epoch}, by {cfg.train.select})")
     if fg:
         log(f"test FGSM acc by eps  {fg}")
+    after_training(cfg, run.path, log)
     log(f"results in {run.path}")
     sys.stdout.flush()
     return run

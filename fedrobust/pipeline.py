@@ -1,0 +1,24 @@
+"""What follows training in one run: distill the final model, then export it for the edge.
+
+Both steps are switched on in the config (``distill.enabled``, ``export.enabled``) and write into
+the same run directory; ``fedrobust distill`` / ``fedrobust export`` run them later by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fedrobust.config import ExperimentConfig
+
+
+def after_training(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> None:
+    if cfg.distill.enabled:
+        from fedrobust.distill import distill_run
+
+        distill_run(run_dir, cfg=cfg, log=log)
+    if cfg.export.enabled:
+        from fedrobust.export import export
+
+        export(cfg, Path(run_dir), log)
