@@ -152,6 +152,6 @@ def test_adversarial_distillation_runs_and_keeps_teacher_unchanged(trained_run):
                                    "distill.classic=[]"])
     teacher = load_model(cfg, trained_run / "model.pt")
     before = weights_sha256(teacher)
-    student, summary = distill(cfg, teacher, log=lambda _: None)
+    _, summary = distill(cfg, teacher, log=lambda _: None)
     assert weights_sha256(teacher) == before
     assert summary["settings"]["adversarial"] == "pgd" and summary["selected_epoch"] == 1

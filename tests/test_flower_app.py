@@ -142,14 +142,17 @@ def test_interrupted_run_resumes_to_the_same_result(data_root, tmp_path, full_ru
 
 
 def test_sampling_faults_and_client_evaluation(data_root, tmp_path):
-    """5 clients, 80 % sampled (seeded, by partition): one sampled client raises, one sends NaN."""
+    """5 clients, 80 % sampled (seeded, by partition): one sampled client raises, one sends NaN.
+    The ServerApp also recalibrates BatchNorm on val, then distills and exports after the last round."""
     from fedrobust.federated import sample_partitions
 
     chosen = sample_partitions(load_config(None, ["partition.num_clients=5", "federation.fraction_train=0.8"]), 1)
     assert len(chosen) == 4
     result = _simulate(data_root, tmp_path, "partition.num_clients=5", "federation.fraction_train=0.8",
                        "federation.fraction_evaluate=1.0", "federation.rounds=1",
-                       f"faults.fail_partitions=[{chosen[0]}]", f"faults.nonfinite_partitions=[{chosen[1]}]")
+                       f"faults.fail_partitions=[{chosen[0]}]", f"faults.nonfinite_partitions=[{chosen[1]}]",
+                       "federation.bn_recalibration=val", "distill.enabled=true", "distill.epochs=1",
+                       "export.enabled=true", "export.teacher=false")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (run,) = tmp_path.iterdir()
     r = _metrics(run)[1]
@@ -160,6 +163,8 @@ def test_sampling_faults_and_client_evaluation(data_root, tmp_path):
     assert summary["failures"] == 1 and summary["rejected_nonfinite"] == 1
     final = torch.load(run / "model.pt", weights_only=False)["model"]
     assert all(bool(torch.isfinite(v.float()).all()) for v in final.values())
+    assert (run / "distill" / "student.pt").is_file() and (run / "export" / "student.int8.onnx").is_file()
+    assert "student test acc" in result.stdout
 
 
 def test_impossible_federation_fails_before_starting_anything(data_root, tmp_path):
