@@ -87,6 +87,10 @@ class EdgeModel:
         meta, where = self._metadata, str(self.path)
         if meta.task.startswith("multi-label"):
             raise EdgeError(f"{where}: multi-label models are not supported (softmax over labels would be wrong)")
+        norm = meta.normalization
+        if any(m != 0 for m in norm.get("mean", [])) or any(sd != 1 for sd in norm.get("std", [])):
+            raise EdgeError(f"{where}: metadata asks for mean/std normalisation {norm}, but fedrobust models take "
+                            f"[0, 1] pixels directly; re-export the model with fedrobust")
         inputs = {arg.name: arg for arg in self._session.get_inputs()}
         outputs = {arg.name: arg for arg in self._session.get_outputs()}
         if meta.input_name not in inputs:
