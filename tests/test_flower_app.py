@@ -65,7 +65,8 @@ def _simulate(data_root, out_dir: Path, *overrides: str, resume: Path | None = N
         cmd += ["--config", str(REPO / "configs" / "quickstart.toml"), "--set", f"run.out_dir='{out_dir}'",
                 "--set", "run.name=sim", "--set", "model.name=student", "--set", "partition.num_clients=3",
                 "--set", "partition.min_samples=10", "--set", "federation.rounds=2",
-                "--set", "federation.local_epochs=1", "--set", "augment.warmup_epochs=0"]
+                "--set", "federation.local_epochs=1", "--set", "augment.warmup_epochs=0",
+                "--set", "distill.enabled=false", "--set", "export.enabled=false"]
     for o in overrides:
         cmd += ["--set", o]
     env = dict(os.environ, FEDROBUST_DATA_ROOT=str(data_root))
