@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fedrobust.config import SWEEP_ATTACKS, SWEEP_TARGETS
 from fedrobust.errors import ConfigError, FedrobustError
 
 EPILOG = """examples:
@@ -14,6 +15,8 @@ EPILOG = """examples:
   fedrobust train --config configs/centralized_breast_resnet18.toml --set train.epochs=5
   fedrobust distill runs/quickstart-20260101-120000 --set distill.epochs=30
   fedrobust export runs/quickstart-20260101-120000
+  fedrobust sweep runs/quickstart-20260101-120000 --attacks fgsm pgd square --eps 0.001 0.003 0.005
+  fedrobust report runs/fed-a runs/fed-b --attack pgd --target global --out docs/compare.md
   fedrobust partition --dataset breastmnist --clients 10 --scheme dirichlet --alpha 0.5
 
 data root: --data-root DIR, else $FEDROBUST_DATA_ROOT, else ~/.medmnist (medmnist's default)."""
@@ -83,6 +86,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     from fedrobust.export import export_run
 
     export_run(args.run_dir, _run_overrides(args))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fedrobust.sweep import sweep_run
+
+    overrides = _run_overrides(args)
+    for key in ("eps", "attacks", "targets"):
+        value = getattr(args, key)
+        if value:
+            overrides.append(f"sweep.{key}=" + "[" + ", ".join(repr(v) for v in value) + "]")
+    sweep_run(args.run_dir, overrides)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fedrobust.report.compare import compare
+
+    out = compare(args.runs, args.attack, args.target, args.out)
+    print(out.read_text())
+    print(f"written to {out} and {out.with_suffix('.png')}")
     return 0
 
 
@@ -157,6 +181,30 @@ def build_parser() -> argparse.ArgumentParser:
                                    "written. Run these files with `fedrobust-edge predict`.")
     _add_run_args(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("sweep", help="attack every model of a run over an eps grid; report + plots",
+                       description="FGSM, PGD (cross-entropy and margin loss), transfer from the global model, "
+                                   "Square (black-box, queries only the target's runtime), random noise and "
+                                   "inverse FGSM, over [sweep] eps, against the torch global model, torch "
+                                   "student, ONNX fp32 and int8 students (those the run has). Writes "
+                                   "RUN_DIR/sweep.csv (long format), report.md with sanity checks, plots/. "
+                                   "An interrupted sweep resumes where it stopped.")
+    _add_run_args(p)
+    p.add_argument("--eps", type=float, nargs="+", help="eps grid (pixel units on [0, 1])")
+    p.add_argument("--attacks", nargs="+", choices=SWEEP_ATTACKS, metavar="ATTACK",
+                   help=f"subset of {' '.join(SWEEP_ATTACKS)}")
+    p.add_argument("--targets", nargs="+", choices=SWEEP_TARGETS, metavar="TARGET",
+                   help=f"subset of {' '.join(SWEEP_TARGETS)}")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="compare the sweeps of several runs in one table and plot",
+                       description="One table (rows: runs, columns: clean and each eps) and one plot of "
+                                   "accuracy vs eps for one target under one attack.")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--attack", default="pgd", choices=SWEEP_ATTACKS, help="attack to compare (default: pgd)")
+    p.add_argument("--target", default="global", choices=SWEEP_TARGETS, help="model to compare (default: global)")
+    p.add_argument("--out", type=Path, default=Path("comparison.md"), help="markdown file; the plot goes next to it")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("partition", help="print the per-client label table of a partition",
                        description="Show how the training split is divided among federated clients.")

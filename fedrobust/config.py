@@ -167,6 +167,27 @@ class ExportSection:
     parity_atol: float = 1e-4  # max |torch - onnxruntime| logit difference allowed on the test split
 
 
+SWEEP_ATTACKS = ("fgsm", "pgd", "fgsm-margin", "pgd-margin", "transfer-fgsm", "transfer-pgd", "square", "noise",
+                 "inv_fgsm")
+SWEEP_TARGETS = ("global", "student", "onnx_fp32", "onnx_int8")
+REFERENCE_EPS = [0.001, 0.002, 0.003, 0.004, 0.005, 0.0012, 0.0118, 0.1176, 1 / 255, 2 / 255, 4 / 255, 8 / 255]
+
+
+@dataclass
+class SweepSection:
+    """Attack sweep over an eps grid against every model a run produced (white-box, transfer, black-box)."""
+
+    enabled: bool = False  # sweep right after training (and distillation/export when enabled)
+    eps: list[float] = field(default_factory=lambda: sorted(REFERENCE_EPS))  # L-inf, pixel units on [0, 1]
+    attacks: list[str] = field(default_factory=lambda: list(SWEEP_ATTACKS))
+    targets: list[str] = field(default_factory=lambda: list(SWEEP_TARGETS))  # those the run has
+    pgd_steps: int = 10
+    pgd_restarts: int = 1  # the worst case over restarts counts, per image
+    square_queries: int = 300  # score-based black-box budget per image (onnxruntime queries)
+    max_images: int = 0  # test images swept (a seeded sample); 0 = the whole test split
+    tolerance: float = 0.02  # slack (accuracy) of the sanity checks, for randomness of PGD/Square
+
+
 @dataclass
 class SimulationSection:
     """Flower simulation runtime (Ray backend)."""
@@ -202,6 +223,7 @@ class ExperimentConfig:
     federation: FederationSection = field(default_factory=FederationSection)
     distill: DistillSection = field(default_factory=DistillSection)
     export: ExportSection = field(default_factory=ExportSection)
+    sweep: SweepSection = field(default_factory=SweepSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
     faults: FaultsSection = field(default_factory=FaultsSection)
 
@@ -400,6 +422,7 @@ def validate(cfg: ExperimentConfig) -> None:
         _require(0 <= eps <= 1, f"eval.fgsm_eps[{i}]", f"must be in [0, 1], got {eps}")
     _validate_federation(cfg)
     _validate_distill(cfg)
+    _validate_sweep(cfg)
 
 
 def _validate_augment(a: AugmentSection, name: str) -> None:
@@ -446,6 +469,24 @@ def _validate_distill(cfg: ExperimentConfig) -> None:
              "exports the distilled student, so it needs distill.enabled = true (or run `fedrobust export` later)")
     _require(e.calibration_size >= 1, "export.calibration_size", f"must be >= 1, got {e.calibration_size}")
     _require(e.parity_atol > 0, "export.parity_atol", f"must be > 0, got {e.parity_atol}")
+
+
+def _validate_sweep(cfg: ExperimentConfig) -> None:
+    w = cfg.sweep
+    _require(len(w.eps) >= 1, "sweep.eps", "needs at least one eps")
+    for i, eps in enumerate(w.eps):
+        _require(0 < eps <= 1, f"sweep.eps[{i}]", f"must be in (0, 1], got {eps}")
+    _require(len(w.attacks) >= 1, "sweep.attacks", "needs at least one attack")
+    for i, name in enumerate(w.attacks):
+        _one_of(name, f"sweep.attacks[{i}]", SWEEP_ATTACKS)
+    _require(len(w.targets) >= 1, "sweep.targets", "needs at least one target")
+    for i, name in enumerate(w.targets):
+        _one_of(name, f"sweep.targets[{i}]", SWEEP_TARGETS)
+    _require(w.pgd_steps >= 1, "sweep.pgd_steps", f"must be >= 1, got {w.pgd_steps}")
+    _require(w.pgd_restarts >= 1, "sweep.pgd_restarts", f"must be >= 1, got {w.pgd_restarts}")
+    _require(w.square_queries >= 1, "sweep.square_queries", f"must be >= 1, got {w.square_queries}")
+    _require(w.max_images >= 0, "sweep.max_images", f"must be >= 0, got {w.max_images}")
+    _require(0 <= w.tolerance < 1, "sweep.tolerance", f"must be in [0, 1), got {w.tolerance}")
 
 
 def _validate_federation(cfg: ExperimentConfig) -> None:

@@ -1,7 +1,8 @@
-"""What follows training in one run: distill the final model, then export it for the edge.
+"""What follows training in one run: distill the final model, export it for the edge, sweep attacks.
 
-Both steps are switched on in the config (``distill.enabled``, ``export.enabled``) and write into
-the same run directory; ``fedrobust distill`` / ``fedrobust export`` run them later by hand.
+Each step is switched on in the config (``distill.enabled``, ``export.enabled``, ``sweep.enabled``)
+and writes into the same run directory; ``fedrobust distill`` / ``export`` / ``sweep`` run them
+later by hand.
 """
 
 from __future__ import annotations
@@ -22,3 +23,7 @@ def after_training(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], An
         from fedrobust.export import export
 
         export(cfg, Path(run_dir), log)
+    if cfg.sweep.enabled:
+        from fedrobust.sweep import sweep
+
+        sweep(cfg, Path(run_dir), log)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedrobust.cli import main
 from fedrobust.data.catalog import dataset_info
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +50,17 @@ def write_fake_medmnist(root: Path, flag: str, n: tuple[int, int, int] = (40, 10
 @pytest.fixture(autouse=True)
 def _threads() -> None:
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def trained_run(data_root, tmp_path_factory) -> Path:
+    """A small centralized run whose teacher is the student architecture (fast), distilled and exported
+    by the pipeline hooks (distill.enabled / export.enabled)."""
+    out = tmp_path_factory.mktemp("runs")
+    code = main(["train", "--data-root", str(data_root), "--set", f"run.out_dir='{out}'", "--set", "run.name=t",
+                 "--set", "model.name=student", "--set", "train.epochs=3", "--set", "eval.fgsm_eps=[0.004]",
+                 "--set", "distill.enabled=true", "--set", "distill.epochs=3", "--set", "distill.mixup=1.0",
+                 "--set", "export.enabled=true"])
+    assert code == 0
+    (run,) = out.iterdir()
+    return run

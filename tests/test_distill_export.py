@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -46,20 +45,6 @@ def test_alpha_mixes_hard_and_soft_terms():
 
 
 # ---- a whole run: train -> distill -> export -> edge -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained_run(data_root, tmp_path_factory) -> Path:
-    """A small centralized run whose teacher is the student architecture (fast), distilled and exported
-    by the pipeline hooks (distill.enabled / export.enabled)."""
-    out = tmp_path_factory.mktemp("runs")
-    code = main(["train", "--data-root", str(data_root), "--set", f"run.out_dir='{out}'", "--set", "run.name=t",
-                 "--set", "model.name=student", "--set", "train.epochs=3", "--set", "eval.fgsm_eps=[0.004]",
-                 "--set", "distill.enabled=true", "--set", "distill.epochs=3", "--set", "distill.mixup=1.0",
-                 "--set", "export.enabled=true"])
-    assert code == 0
-    (run,) = out.iterdir()
-    return run
 
 
 def test_distillation_writes_student_metrics_and_summary(trained_run):

@@ -1,0 +1,1 @@
+"""Robustness reports: one run's report.md and plots; comparisons across runs."""

@@ -1,0 +1,161 @@
+"""report.md and plots/ of one run: the sweep as tables in the reference paper's shape (rows:
+model x defense, columns: clean and each eps), the sanity checks, and the curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fedrobust.config import ExperimentConfig
+from fedrobust.rundir import RunDir, atomic_write_bytes
+from fedrobust.sweep.checks import accuracy_table, read_sweep, run_checks
+from fedrobust.sweep.targets import LABELS
+
+REPORT = "report.md"
+PLOTS = "plots"
+
+
+def defense_of(cfg: ExperimentConfig, target: str) -> str:
+    a = cfg.augment
+    train = "none" if a.mode == "none" else f"{a.mode} adv. augmentation (eps ≤ {a.eps:g})"
+    if target == "global":
+        return train
+    d = cfg.distill
+    extra = f", adversarial {d.adversarial}" if d.adversarial != "none" else ""
+    return f"{train} + distillation (T={d.temperature:g}{extra})"
+
+
+def chance_rate(labels: np.ndarray) -> float:
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
+
+
+def _table(rows: list[dict], attack: str, cfg: ExperimentConfig) -> list[str]:
+    t = accuracy_table(rows)
+    eps = sorted({r["eps"] for r in rows if r["attack"] == attack})
+    targets = [k[0] for k in t if k[1] == attack]
+    if not targets:
+        return []
+    head = "| model | defense | clean | " + " | ".join(f"{e:.4g}" for e in eps) + " |"
+    out = [f"### {attack}", "", head, "|" + " --- |" * (3 + len(eps))]
+    for target in targets:
+        clean = t.get((target, "clean"), {}).get(0.0, float("nan"))
+        cells = " | ".join(f"{t[(target, attack)].get(e, float('nan')):.3f}" for e in eps)
+        out.append(f"| {LABELS[target]} | {defense_of(cfg, target)} | {clean:.3f} | {cells} |")
+    return [*out, ""]
+
+
+def _plot_sweep(rows: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = accuracy_table(rows)
+    paths = []
+    for target in dict.fromkeys(r["target"] for r in rows):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        clean = t.get((target, "clean"), {}).get(0.0)
+        for (tg, attack), curve in t.items():
+            if tg != target or attack == "clean":
+                continue
+            eps = sorted(curve)
+            ax.plot(eps, [curve[e] for e in eps], marker="o", ms=3, label=attack)
+        if clean is not None:
+            ax.axhline(clean, color="grey", ls="--", lw=1, label="clean")
+        ax.set_xscale("log")
+        ax.set_xlabel("eps (L-inf, pixels in [0, 1])")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{LABELS[target]}: accuracy under attack")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = out / f"sweep_{target}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _plot_rounds(run_dir: Path, out: Path) -> Path | None:
+    """Per-round (federated) or per-epoch (centralized) accuracy and loss of the global model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = RunDir(run_dir).metrics()
+    rounds = [r for r in lines if "round" in r and "server" in r]
+    if rounds:
+        x = [r["round"] for r in rounds]
+        acc = [r["server"].get("acc") for r in rounds]
+        loss = [r["server"].get("loss") for r in rounds]
+        adv = [r["server"].get("fgsm_acc") for r in rounds]
+        xlabel, what = "round", "global model on test"
+    else:
+        epochs = [r for r in lines if "epoch" in r and "val" in r]
+        if not epochs:
+            return None
+        x = [r["epoch"] for r in epochs]
+        acc = [r["val"].get("acc") for r in epochs]
+        loss = [r["val"].get("loss") for r in epochs]
+        adv = None
+        xlabel, what = "epoch", "model on val"
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    a1.plot(x, acc, marker="o", ms=3, label="clean")
+    if adv and any(v is not None for v in adv):
+        a1.plot(x, adv, marker="o", ms=3, label=f"FGSM eps {rounds[0]['server'].get('fgsm_eps', 0):g}")
+    a1.set_xlabel(xlabel)
+    a1.set_ylabel("accuracy")
+    a1.set_title(f"accuracy, {what}")
+    a1.legend(fontsize=8)
+    a2.plot(x, loss, marker="o", ms=3, color="C3")
+    a2.set_xlabel(xlabel)
+    a2.set_ylabel("loss")
+    a2.set_title(f"loss, {what}")
+    fig.tight_layout()
+    path = out / "rounds.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(cfg: ExperimentConfig, run_dir: Path) -> Path:
+    """report.md + plots/*.png from sweep.csv (and metrics.jsonl); returns the report path."""
+    from fedrobust.sweep.run import SWEEP_CSV, sweep_images
+
+    rows = read_sweep(run_dir / SWEEP_CSV)
+    data = sweep_images(cfg)
+    chance = chance_rate(data.labels.numpy())
+    checks = run_checks(rows, chance, cfg.sweep.tolerance)
+    plots = run_dir / PLOTS
+    plots.mkdir(exist_ok=True)
+    figures = _plot_sweep(rows, plots)
+    rounds = _plot_rounds(run_dir, plots)
+    summary = json.loads((run_dir / RunDir.SUMMARY).read_text()) if (run_dir / RunDir.SUMMARY).exists() else {}
+    kind = summary.get("kind", "run")
+    lines = [
+        f"# Robustness report: {run_dir.name}", "",
+        f"{kind} · {cfg.data.dataset} · {cfg.model.name}" +
+        (f" · {cfg.partition.num_clients} clients ({cfg.partition.scheme}) · {cfg.federation.strategy}"
+         if kind == "federated" else "") + f" · local augmentation {cfg.augment.mode}", "",
+        f"{len(data)} test images (constant-guess accuracy {chance:.3f}); eps in pixel units on [0, 1]; "
+        f"PGD {cfg.sweep.pgd_steps} steps × {cfg.sweep.pgd_restarts} restart(s); Square "
+        f"{cfg.sweep.square_queries} queries through onnxruntime (or torch for torch targets). "
+        "White-box attacks on ONNX targets are crafted on the torch student and scored by onnxruntime.", "",
+        "## Sanity checks", "",
+        *[f"- {'✓' if c.ok else '✗ **VIOLATED**'} {c.name} — {LABELS.get(c.target, c.target)}: {c.detail}"
+          for c in checks], "",
+        "## Accuracy by attack (rows: model × defense; columns: clean and each eps)", "",
+    ]
+    for attack in dict.fromkeys(r["attack"] for r in rows):
+        if attack != "clean":
+            lines += _table(rows, attack, cfg)
+    lines += ["## Plots", "", *[f"![{p.stem}]({PLOTS}/{p.name})" for p in figures]]
+    if rounds is not None:
+        lines += [f"![rounds]({PLOTS}/{rounds.name})"]
+    path = run_dir / REPORT
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(run_dir / "checks.json", json.dumps([c.__dict__ for c in checks], indent=1).encode())
+    return path

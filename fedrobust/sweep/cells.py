@@ -1,0 +1,102 @@
+"""One sweep cell = (target, attack, eps): craft adversarial inputs, score them on the target.
+
+Attack names (``sweep.attacks``):
+  fgsm, pgd               white-box on the target's torch weights, cross-entropy on logits (T = 1)
+  fgsm-margin, pgd-margin the same with a CW-style margin loss: no softmax, so a saturated
+                          (e.g. temperature-distilled) output cannot hide the gradient
+  transfer-fgsm/-pgd      crafted on the torch global model (teacher), scored on the target
+  square                  score-based black-box (Square attack) querying only the target's runtime
+  noise                   random ±eps per pixel: what any attack must beat
+  inv_fgsm                the loss-*minimising* step (Pervin et al.'s helpful perturbation)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedrobust.attacks import fgsm, inv_fgsm, pgd, sign_noise, square_attack
+from fedrobust.config import SweepSection
+from fedrobust.sweep.targets import Target
+
+WHITE_BOX = ("fgsm", "pgd", "fgsm-margin", "pgd-margin")
+TRANSFER = ("transfer-fgsm", "transfer-pgd")
+
+
+@dataclass(frozen=True)
+class Cell:
+    target: str
+    attack: str
+    eps: float
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.target, self.attack, f"{self.eps:.6g}"
+
+    def seed(self, base: int) -> int:
+        """A per-cell seed: a resumed sweep redoes a cell exactly as an uninterrupted one would."""
+        digest = hashlib.sha256(f"{base}|{self.target}|{self.attack}|{self.eps:.6g}".encode()).digest()
+        return int.from_bytes(digest[:4], "little")
+
+
+def applies(attack: str, target: str) -> bool:
+    """Transfer from the global model onto the global model itself is just white-box: skipped."""
+    return not (attack in TRANSFER and target == "global")
+
+
+def _batched(fn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    return torch.cat([fn(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _pgd_worst_case(source: nn.Module, target: Target, x: torch.Tensor, y: torch.Tensor, eps: float,
+                    w: SweepSection, loss: str, generator: torch.Generator) -> torch.Tensor:
+    """PGD with restarts; per image, the first restart that fools the *target's runtime* is kept."""
+    best = None
+    fooled = torch.zeros(len(y), dtype=torch.bool)
+    for _ in range(w.pgd_restarts):
+        x_adv = _batched(lambda xb, yb: pgd(source, xb, yb, eps, steps=w.pgd_steps, loss=loss,
+                                            generator=generator), x, y)
+        wrong = torch.from_numpy(target.logits(x_adv).argmax(1)) != y
+        if best is None:
+            best = x_adv
+        take = wrong & ~fooled
+        best[take] = x_adv[take]
+        fooled |= wrong
+        if bool(fooled.all()):
+            break
+    assert best is not None
+    return best
+
+
+def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, w: SweepSection,
+          seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Adversarial (or baseline) images for one cell, plus extra facts (e.g. mean queries)."""
+    eps, attack = cell.eps, cell.attack
+    generator = torch.Generator().manual_seed(cell.seed(seed))
+    source = target.source
+    extra: dict[str, float] = {}
+    if attack == "fgsm":
+        return _batched(lambda xb, yb: fgsm(source, xb, yb, eps), x, y), extra
+    if attack == "fgsm-margin":
+        return _batched(lambda xb, yb: fgsm(source, xb, yb, eps, loss="margin"), x, y), extra
+    if attack in ("pgd", "pgd-margin"):
+        loss = "margin" if attack == "pgd-margin" else "ce"
+        return _pgd_worst_case(source, target, x, y, eps, w, loss, generator), extra
+    if attack == "transfer-fgsm":
+        return _batched(lambda xb, yb: fgsm(teacher, xb, yb, eps), x, y), extra
+    if attack == "transfer-pgd":
+        return _batched(lambda xb, yb: pgd(teacher, xb, yb, eps, steps=w.pgd_steps, generator=generator), x, y), extra
+    if attack == "square":
+        x_adv, queries = square_attack(lambda a: target.logits(torch.from_numpy(a)), x.numpy(), y.numpy(), eps,
+                                       n_queries=w.square_queries, generator=cell.seed(seed))
+        extra["mean_queries"] = float(np.mean(queries))
+        return torch.from_numpy(np.ascontiguousarray(x_adv, dtype=np.float32)), extra
+    if attack == "noise":
+        return sign_noise(x, eps, generator=generator), extra
+    if attack == "inv_fgsm":
+        return _batched(lambda xb, yb: inv_fgsm(source, xb, yb, eps), x, y), extra
+    raise ValueError(f"unknown attack {attack!r}")

@@ -1,0 +1,85 @@
+"""Sanity checks that keep robustness numbers honest (gradient masking cannot fake them).
+
+- PGD is at least as strong as FGSM (same loss);
+- transfer, black-box and random noise are not stronger than the best white-box attack;
+- accuracy falls as eps grows, toward chance at the largest eps;
+- the ONNX fp32 model predicts exactly what its torch source predicts on clean images.
+Each check has a tolerance (``sweep.tolerance``) for the randomness of PGD starts and Square.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedrobust.sweep.cells import TRANSFER, WHITE_BOX
+
+LARGE_EPS = 8 / 255  # from here on, white-box accuracy of a 28 px MedMNIST model should be at chance or below
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    target: str
+    ok: bool
+    detail: str
+
+
+def read_sweep(path: Path) -> list[dict[str, str | float]]:
+    with Path(path).open(newline="") as fh:
+        rows: list[dict[str, str | float]] = []
+        for r in csv.DictReader(fh):
+            rows.append({**r, "eps": float(r["eps"]), "accuracy": float(r["accuracy"]), "auc": float(r["auc"])})
+    return rows
+
+
+def accuracy_table(rows: list[dict]) -> dict[tuple[str, str], dict[float, float]]:
+    """{(target, attack): {eps: accuracy}}."""
+    table: dict[tuple[str, str], dict[float, float]] = {}
+    for r in rows:
+        table.setdefault((r["target"], r["attack"]), {})[r["eps"]] = r["accuracy"]
+    return table
+
+
+def run_checks(rows: list[dict], chance: float, tol: float) -> list[Check]:
+    """``chance``: the majority-class share of the swept images (accuracy of a constant guess)."""
+    t = accuracy_table(rows)
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    checks: list[Check] = []
+    for target in targets:
+        for loss in ("", "-margin"):
+            f, p = t.get((target, f"fgsm{loss}")), t.get((target, f"pgd{loss}"))
+            if f and p:
+                bad = [e for e in p if e in f and p[e] > f[e] + tol]
+                checks.append(Check(f"PGD{loss} ≤ FGSM{loss}", target, not bad,
+                                    "holds at every eps" if not bad else
+                                    "violated at eps " + ", ".join(f"{e:g} ({p[e]:.3f} > {f[e]:.3f})" for e in bad)))
+        white = [t[(target, a)] for a in WHITE_BOX if (target, a) in t]
+        if white:
+            best = {e: min(w[e] for w in white if e in w) for e in white[0]}
+            for attack in (*TRANSFER, "square", "noise"):
+                a = t.get((target, attack))
+                if not a:
+                    continue
+                bad = [e for e in a if e in best and a[e] < best[e] - tol]
+                checks.append(Check(f"{attack} ≥ best white-box", target, not bad,
+                                    "holds at every eps" if not bad else
+                                    "violated at eps " + ", ".join(f"{e:g} ({a[e]:.3f} < {best[e]:.3f})"
+                                                                   for e in bad)))
+            eps = sorted(best)
+            drops = [(a, b) for a, b in itertools.pairwise(eps) if best[b] > best[a] + tol]
+            checks.append(Check("accuracy falls as eps grows", target, not drops,
+                                "monotone (best white-box)" if not drops else
+                                "rises from " + ", ".join(f"{a:g}→{b:g}" for a, b in drops)))
+            top = eps[-1]
+            if top >= LARGE_EPS:  # small grids (e.g. 0.001..0.005) need not reach chance
+                checks.append(Check("toward chance at the largest eps", target, best[top] <= chance + tol,
+                                    f"{best[top]:.3f} at eps {top:g} (constant guess {chance:.3f})"))
+    clean = {k[0]: v.get(0.0) for k, v in t.items() if k[1] == "clean"}
+    if "onnx_fp32" in clean and "student" in clean:
+        same = abs(clean["onnx_fp32"] - clean["student"]) < 1e-9
+        checks.append(Check("clean ONNX fp32 = torch", "onnx_fp32", same,
+                            f"{clean['onnx_fp32']:.4f} vs {clean['student']:.4f}"))
+    return checks

@@ -1,0 +1,125 @@
+"""``fedrobust sweep RUN_DIR``: every (target, attack, eps) cell on the test split, into sweep.csv.
+
+Finished cells are appended to ``.sweep.partial.csv`` as they complete, so a stopped sweep resumes
+without recomputing them; the complete table is then moved to ``sweep.csv`` in one step, and the
+report (tables, sanity checks, plots) is written from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedrobust.checkpoint import run_config
+from fedrobust.config import ExperimentConfig
+from fedrobust.data.loading import ImageSplit, load_from_config
+from fedrobust.progress import progress_bar
+from fedrobust.rundir import atomic_write_bytes
+from fedrobust.seeding import seed_everything
+from fedrobust.sweep.cells import Cell, applies, craft
+from fedrobust.sweep.targets import load_targets, teacher_of
+from fedrobust.train.evaluate import score_logits
+
+SWEEP_CSV = "sweep.csv"
+PARTIAL = ".sweep.partial.csv"
+COLUMNS = ["target", "attack", "eps", "accuracy", "auc", "n", "seconds", "mean_queries"]
+
+
+def sweep_images(cfg: ExperimentConfig) -> ImageSplit:
+    """The test split, or a seeded sample of ``sweep.max_images`` of it."""
+    test = load_from_config(cfg.data, "test")
+    n = cfg.sweep.max_images
+    if not n or n >= len(test):
+        return test
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.run.seed + 101))[:n]
+    return test.subset(order.sort().values.numpy())
+
+
+def plan(cfg: ExperimentConfig, target_names: list[str]) -> list[Cell]:
+    """Clean cells first, then attacks by eps (cheap cells before expensive ones)."""
+    cells = [Cell(t, "clean", 0.0) for t in target_names]
+    for attack in cfg.sweep.attacks:
+        for eps in sorted(cfg.sweep.eps):
+            cells += [Cell(t, attack, eps) for t in target_names if applies(attack, t)]
+    return cells
+
+
+def _settings_blob(cfg: ExperimentConfig, n: int) -> str:
+    return json.dumps({"sweep": asdict(cfg.sweep), "seed": cfg.run.seed, "images": n}, sort_keys=True)
+
+
+def _read_partial(path: Path, settings: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    """Finished rows of an interrupted sweep with the same settings (else start over)."""
+    meta = path.with_suffix(".json")
+    if not path.exists() or not meta.exists() or meta.read_text() != settings:
+        path.unlink(missing_ok=True)
+        return {}
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {(r["target"], r["attack"], r["eps"]): r for r in rows}
+
+
+def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> Path:
+    """Run (or resume) the sweep of ``run_dir``; returns the path of sweep.csv."""
+    seed_everything(cfg.run.seed, cfg.run.threads)
+    targets = load_targets(cfg, run_dir)
+    if not targets:
+        from fedrobust.errors import ConfigError
+
+        raise ConfigError(f"sweep.targets: none of {', '.join(cfg.sweep.targets)} exists in {run_dir}; "
+                          f"distill/export first or include 'global'")
+    teacher = teacher_of(targets, cfg, run_dir)
+    by_name = {t.name: t for t in targets}
+    data = sweep_images(cfg)
+    settings = _settings_blob(cfg, len(data))
+    partial = run_dir / PARTIAL
+    done = _read_partial(partial, settings)
+    partial.with_suffix(".json").write_text(settings)
+    cells = plan(cfg, list(by_name))
+    todo = [c for c in cells if c.key not in done]
+    if done:
+        log(f"resuming the sweep: {len(done)} of {len(cells)} cells already done")
+    log(f"sweeping {', '.join(by_name)} on {len(data)} test images: {len(cells)} cells")
+    new = not partial.exists()
+    with partial.open("a", newline="") as fh, progress_bar(total=len(todo), desc="sweep", unit="cell") as bar:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        for cell in todo:
+            started = time.perf_counter()
+            target = by_name[cell.target]
+            if cell.attack == "clean":
+                x, extra = data.images, {}
+            else:
+                x, extra = craft(cell, target, teacher, data.images, data.labels, cfg.sweep, cfg.run.seed)
+            scores = score_logits(target.logits(x), data)
+            row = {"target": cell.target, "attack": cell.attack, "eps": cell.key[2],
+                   "accuracy": f"{scores['acc']:.6f}", "auc": f"{scores['auc']:.6f}", "n": len(data),
+                   "seconds": f"{time.perf_counter() - started:.3f}",
+                   "mean_queries": f"{extra['mean_queries']:.1f}" if "mean_queries" in extra else ""}
+            writer.writerow(row)
+            fh.flush()
+            done[cell.key] = {k: str(v) for k, v in row.items()}
+            bar.update(1)
+    ordered = [done[c.key] for c in cells]
+    text = ",".join(COLUMNS) + "\n" + "".join(",".join(str(r.get(k, "")) for k in COLUMNS) + "\n" for r in ordered)
+    atomic_write_bytes(run_dir / SWEEP_CSV, text.encode())
+    partial.unlink(missing_ok=True)
+    partial.with_suffix(".json").unlink(missing_ok=True)
+    from fedrobust.report.single import write_report
+
+    report = write_report(cfg, run_dir)
+    log(f"sweep table {run_dir / SWEEP_CSV}; report {report}")
+    return run_dir / SWEEP_CSV
+
+
+def sweep_run(run_dir: Path, overrides: list[str] | None = None, log: Callable[[str], Any] = print) -> Path:
+    run_dir = Path(run_dir)
+    return sweep(run_config(run_dir, overrides), run_dir, log)

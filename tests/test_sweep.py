@@ -1,0 +1,103 @@
+"""Attack sweeps: the long-format table, resume without recomputation, sanity checks, report, compare."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from fedrobust.checkpoint import run_config
+from fedrobust.cli import main
+from fedrobust.sweep import sweep
+from fedrobust.sweep.checks import run_checks
+from fedrobust.sweep.run import PARTIAL, _settings_blob, plan, sweep_images
+
+SMALL = ["sweep.max_images=48", "sweep.eps=[0.004, 0.0118, 0.1176]", "sweep.square_queries=30", "sweep.pgd_steps=5",
+         "run.threads=1"]
+
+
+def _rows(path):
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def swept(trained_run, tmp_path_factory):
+    run = tmp_path_factory.mktemp("swept") / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["sweep", str(run), *[a for o in SMALL for a in ("--set", o)]]) == 0
+    return run
+
+
+def test_sweep_table_is_long_format_over_every_target_attack_and_eps(swept):
+    rows = _rows(swept / "sweep.csv")
+    assert list(rows[0]) == ["target", "attack", "eps", "accuracy", "auc", "n", "seconds", "mean_queries"]
+    cfg = run_config(swept, SMALL)
+    cells = plan(cfg, ["global", "student", "onnx_fp32", "onnx_int8"])
+    assert [(r["target"], r["attack"], r["eps"]) for r in rows] == [c.key for c in cells]
+    assert {r["n"] for r in rows} == {"48"}
+    assert not [r for r in rows if r["target"] == "global" and r["attack"].startswith("transfer")]
+    square = [r for r in rows if r["attack"] == "square"]
+    assert square and all(1 <= float(r["mean_queries"]) <= 31 for r in square)
+    assert not (swept / PARTIAL).exists()
+
+
+def test_white_box_attacks_hurt_and_pgd_is_at_least_as_strong_as_fgsm(swept):
+    acc = {(r["target"], r["attack"], float(r["eps"])): float(r["accuracy"]) for r in _rows(swept / "sweep.csv")}
+    clean = acc[("global", "clean", 0.0)]
+    assert acc[("global", "pgd", 0.1176)] < clean  # a real attack, not a no-op
+    assert acc[("global", "pgd", 0.1176)] <= 0.05  # eps = 30/255 breaks a 28 px model
+    for eps in (0.004, 0.0118, 0.1176):
+        assert acc[("global", "pgd", eps)] <= acc[("global", "fgsm", eps)] + 0.02
+    assert acc[("onnx_fp32", "clean", 0.0)] == acc[("student", "clean", 0.0)]
+
+
+def test_report_checks_and_plots(swept):
+    report = (swept / "report.md").read_text()
+    assert "## Sanity checks" in report and "### pgd" in report and "| torch global model |" in report
+    checks = json.loads((swept / "checks.json").read_text())
+    names = {c["name"] for c in checks}
+    assert {"PGD ≤ FGSM", "square ≥ best white-box", "clean ONNX fp32 = torch"} <= names
+    assert next(c for c in checks if c["name"] == "clean ONNX fp32 = torch")["ok"]
+    for name in ("sweep_global.png", "sweep_onnx_int8.png", "rounds.png"):
+        assert (swept / "plots" / name).stat().st_size > 1000
+
+
+def test_a_stopped_sweep_resumes_without_recomputing(swept, capsys):
+    """Keep the first 10 cells as an interrupted sweep would have; the rest is recomputed identically."""
+    cfg = run_config(swept, SMALL)
+    full = (swept / "sweep.csv").read_text().splitlines()
+    (swept / PARTIAL).write_text("\n".join(full[:11]) + "\n")
+    (swept / PARTIAL).with_suffix(".json").write_text(_settings_blob(cfg, len(sweep_images(cfg))))
+    (swept / "sweep.csv").unlink()
+    lines = []
+    sweep(cfg, swept, log=lines.append)
+    assert any(f"10 of {len(full) - 1} cells already done" in line for line in lines)
+    again = (swept / "sweep.csv").read_text().splitlines()
+    strip = [",".join(x.split(",")[:6]) for x in again]  # drop the timing columns
+    assert strip == [",".join(x.split(",")[:6]) for x in full]
+
+
+def test_checks_flag_violations():
+    rows = [{"target": "global", "attack": a, "eps": e, "accuracy": v, "auc": 0.5}
+            for a, e, v in [("clean", 0.0, 0.9), ("fgsm", 0.01, 0.5), ("pgd", 0.01, 0.7),  # PGD weaker: masking?
+                            ("square", 0.01, 0.3), ("fgsm", 0.2, 0.6), ("pgd", 0.2, 0.6)]]
+    checks = {c.name: c for c in run_checks(rows, chance=0.5, tol=0.02)}
+    assert not checks["PGD ≤ FGSM"].ok and "0.01" in checks["PGD ≤ FGSM"].detail
+    assert not checks["square ≥ best white-box"].ok
+    assert not checks["accuracy falls as eps grows"].ok
+    assert not checks["toward chance at the largest eps"].ok
+
+
+def test_report_compares_runs(swept, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(swept, other)
+    out = tmp_path / "cmp.md"
+    assert main(["report", str(swept), str(other), "--attack", "pgd", "--target", "onnx_int8", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "ONNX int8 student under pgd" in text and text.count("| breastmnist") == 2
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no sweep.csv" in capsys.readouterr().err
