@@ -41,6 +41,7 @@ def test_sweep_table_is_long_format_over_every_target_attack_and_eps(swept):
     assert not [r for r in rows if r["target"] == "global" and r["attack"].startswith("transfer")]
     square = [r for r in rows if r["attack"] == "square"]
     assert square and all(1 <= float(r["mean_queries"]) <= 31 for r in square)
+    assert {r["target"] for r in square} == {"onnx_fp32", "onnx_int8"}  # black-box: the deployed model only
     assert not (swept / PARTIAL).exists()
 
 

@@ -142,7 +142,7 @@ def write_report(cfg: ExperimentConfig, run_dir: Path) -> Path:
          if kind == "federated" else "") + f" · local augmentation {cfg.augment.mode}", "",
         f"{len(data)} test images (constant-guess accuracy {chance:.3f}); eps in pixel units on [0, 1]; "
         f"PGD {cfg.sweep.pgd_steps} steps × {cfg.sweep.pgd_restarts} restart(s); Square "
-        f"{cfg.sweep.square_queries} queries through onnxruntime (or torch for torch targets). "
+        f"{cfg.sweep.square_queries} queries, against the onnxruntime models only. "
         "White-box attacks on ONNX targets are crafted on the torch student and scored by onnxruntime.", "",
         "## Sanity checks", "",
         *[f"- {'✓' if c.ok else '✗ **VIOLATED**'} {c.name} — {LABELS.get(c.target, c.target)}: {c.detail}"

@@ -5,7 +5,7 @@ Attack names (``sweep.attacks``):
   fgsm-margin, pgd-margin the same with a CW-style margin loss: no softmax, so a saturated
                           (e.g. temperature-distilled) output cannot hide the gradient
   transfer-fgsm/-pgd      crafted on the torch global model (teacher), scored on the target
-  square                  score-based black-box (Square attack) querying only the target's runtime
+  square                  score-based black-box (Square attack) querying only the onnxruntime session
   noise                   random ±eps per pixel: what any attack must beat
   inv_fgsm                the loss-*minimising* step (Pervin et al.'s helpful perturbation)
 """
@@ -44,8 +44,13 @@ class Cell:
 
 
 def applies(attack: str, target: str) -> bool:
-    """Transfer from the global model onto the global model itself is just white-box: skipped."""
-    return not (attack in TRANSFER and target == "global")
+    """Transfer from the global model onto itself is just white-box; Square is the attacker who can
+    only query the deployed edge model, so it runs against the onnxruntime targets."""
+    if attack in TRANSFER:
+        return target != "global"
+    if attack == "square":
+        return target.startswith("onnx")
+    return True
 
 
 def _batched(fn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
