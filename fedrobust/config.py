@@ -163,7 +163,7 @@ class ExportSection:
     teacher: bool = True  # export the teacher too, so sweeps can compare
     int8: bool = True  # static int8 (QOperator) student, calibrated on the val split
     calibration_size: int = 512  # val images used for calibration (all when fewer)
-    per_channel: bool = False  # per-channel weight scales (bigger file, sometimes more accurate)
+    per_channel: bool = True  # one weight scale per output channel: per-tensor lost 1.4 points on PneumoniaMNIST
     parity_atol: float = 1e-4  # max |torch - onnxruntime| logit difference allowed on the test split
 
 
