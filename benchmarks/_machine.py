@@ -26,7 +26,9 @@ def describe() -> str:
         mem = f", {kb / 2**20:.0f} GiB RAM"
     except (OSError, StopIteration):
         pass
-    return (f"{os.cpu_count()} CPUs ({cpu}){mem}, torch {torch.__version__} with {torch.get_num_threads()} "
+    threads = torch.get_num_threads()
+    return (f"{os.cpu_count()} CPUs ({cpu}){mem}, torch {torch.__version__} with {threads} "
+            f"thread{'' if threads == 1 else 's'}, "
             f"threads, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
 
 

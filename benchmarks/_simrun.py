@@ -63,7 +63,7 @@ def simulate(config: str, overrides: list[str], out_dir: Path, log_file: Path | 
     out_dir.mkdir(parents=True, exist_ok=True)
     before = {p for p in out_dir.iterdir() if p.is_dir()}
     cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", str(ROOT / config),
-           "--set", f"run.out_dir='{out_dir}'"]
+           "--set", f"run.out_dir='{out_dir}'", "--set", "sweep.enabled=false"]  # training figures only
     for o in overrides:
         cmd += ["--set", o]
     started = time.time()

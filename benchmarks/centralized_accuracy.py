@@ -36,7 +36,7 @@ def main() -> int:
 
     rows, ok_all = [], True
     for cfg_path, t_acc, t_auc in JOBS:
-        cfg = load_config(ROOT / cfg_path, [f"run.out_dir='{args.runs_dir}'", "run.threads=2"])
+        cfg = load_config(ROOT / cfg_path, [f"run.out_dir='{args.runs_dir}'", "run.threads=2", "sweep.enabled=false"])
         run = run_centralized(cfg, log=lambda s: print(s, file=sys.stderr))
         s = json.loads((run.path / "summary.json").read_text())
         fg = [s["test_fgsm"][f"{e:g}"]["acc"] for e in cfg.eval.fgsm_eps]

@@ -29,7 +29,8 @@ from fedrobust.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "bench-overhead"
 OVERHEAD = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=iid", "federation.rounds=3",
-            "federation.local_epochs=1", "augment.mode=none", "eval.fgsm_eps=[0.003]", "simulation.cpus_per_client=2"]
+            "federation.local_epochs=1", "augment.mode=none", "eval.fgsm_eps=[0.003]", "simulation.cpus_per_client=2",
+            "sweep.enabled=false"]
 
 
 def overhead(lines: list[str]) -> bool:

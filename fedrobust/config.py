@@ -177,7 +177,7 @@ REFERENCE_EPS = [0.001, 0.002, 0.003, 0.004, 0.005, 0.0012, 0.0118, 0.1176, 1 / 
 class SweepSection:
     """Attack sweep over an eps grid against every model a run produced (white-box, transfer, black-box)."""
 
-    enabled: bool = False  # sweep right after training (and distillation/export when enabled)
+    enabled: bool = True  # sweep right after training (and after distillation/export when enabled)
     eps: list[float] = field(default_factory=lambda: sorted(REFERENCE_EPS))  # L-inf, pixel units on [0, 1]
     attacks: list[str] = field(default_factory=lambda: list(SWEEP_ATTACKS))
     targets: list[str] = field(default_factory=lambda: list(SWEEP_TARGETS))  # those the run has

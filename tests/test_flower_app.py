@@ -66,7 +66,7 @@ def _simulate(data_root, out_dir: Path, *overrides: str, resume: Path | None = N
                 "--set", "run.name=sim", "--set", "model.name=student", "--set", "partition.num_clients=3",
                 "--set", "partition.min_samples=10", "--set", "federation.rounds=2",
                 "--set", "federation.local_epochs=1", "--set", "augment.warmup_epochs=0",
-                "--set", "distill.enabled=false", "--set", "export.enabled=false"]
+                "--set", "distill.enabled=false", "--set", "export.enabled=false", "--set", "sweep.enabled=false"]
     for o in overrides:
         cmd += ["--set", o]
     env = dict(os.environ, FEDROBUST_DATA_ROOT=str(data_root))
@@ -153,7 +153,8 @@ def test_sampling_faults_and_client_evaluation(data_root, tmp_path):
                        "federation.fraction_evaluate=1.0", "federation.rounds=1",
                        f"faults.fail_partitions=[{chosen[0]}]", f"faults.nonfinite_partitions=[{chosen[1]}]",
                        "federation.bn_recalibration=val", "distill.enabled=true", "distill.epochs=1",
-                       "export.enabled=true", "export.teacher=false")
+                       "export.enabled=true", "export.teacher=false", "sweep.enabled=true", "sweep.max_images=32",
+                       "sweep.eps=[0.01]", "sweep.attacks=['fgsm', 'pgd', 'square']", "sweep.square_queries=20")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (run,) = tmp_path.iterdir()
     r = _metrics(run)[1]
@@ -166,6 +167,7 @@ def test_sampling_faults_and_client_evaluation(data_root, tmp_path):
     assert all(bool(torch.isfinite(v.float()).all()) for v in final.values())
     assert (run / "distill" / "student.pt").is_file() and (run / "export" / "student.int8.onnx").is_file()
     assert "student test acc" in result.stdout
+    assert (run / "sweep.csv").is_file() and (run / "report.md").is_file()  # the sweep ran in the ServerApp
 
 
 def test_impossible_federation_fails_before_starting_anything(data_root, tmp_path):

@@ -12,7 +12,7 @@ def test_centralized_run_writes_a_complete_run_directory(data_root, tmp_path, ca
                  "--set", f"run.out_dir='{tmp_path}'", "--set", "run.name=t",
                  "--set", "model.name=student", "--set", "train.epochs=2",
                  "--set", "augment.mode=both", "--set", "augment.fused=true", "--set", "augment.eps=0.004",
-                 "--set", "eval.fgsm_eps=[0.0, 0.05]"])
+                 "--set", "eval.fgsm_eps=[0.0, 0.05]", "--set", "sweep.eps=[0.01, 0.1176]"])
     assert code == 0
     (run,) = tmp_path.iterdir()
     assert run.name.startswith("t-")
@@ -26,6 +26,7 @@ def test_centralized_run_writes_a_complete_run_directory(data_root, tmp_path, ca
     assert summary["test"]["acc"] == summary["test_fgsm"]["0"]["acc"]  # eps 0 is the clean test set
     assert summary["test_fgsm"]["0.05"]["acc"] <= summary["test"]["acc"]
     assert str(run) in capsys.readouterr().out
+    assert (run / "sweep.csv").is_file() and (run / "plots" / "rounds.png").is_file()  # sweep on by default
 
 
 def test_bad_config_is_one_line_without_traceback(tmp_path):
