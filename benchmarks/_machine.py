@@ -29,7 +29,7 @@ def describe() -> str:
     threads = torch.get_num_threads()
     return (f"{os.cpu_count()} CPUs ({cpu}){mem}, torch {torch.__version__} with {threads} "
             f"thread{'' if threads == 1 else 's'}, "
-            f"threads, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+            f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
 
 
 def command() -> str:
