@@ -43,6 +43,21 @@ class Cell:
         return int.from_bytes(digest[:4], "little")
 
 
+def crafted_on(cell: Cell, w: SweepSection) -> tuple[str, str, str]:
+    """What an attack's images depend on, besides eps. Cells that share it share the images:
+    the ONNX students are attacked with exactly the inputs crafted on the torch student, transfer
+    inputs are the same for every student, and the noise is the same for every model."""
+    if cell.attack in TRANSFER:
+        source = "teacher"
+    elif cell.attack == "noise":
+        source = "any"
+    elif cell.attack == "square" or (cell.attack.startswith("pgd") and w.pgd_restarts > 1):
+        source = cell.target  # queries (or restart selection) go through the target's own runtime
+    else:
+        source = "global" if cell.target == "global" else "student"
+    return source, cell.attack, f"{cell.eps:.6g}"
+
+
 def applies(attack: str, target: str) -> bool:
     """Transfer from the global model onto itself is just white-box; Square is the attacker who can
     only query the deployed edge model, so it runs against the onnxruntime targets."""
@@ -81,7 +96,9 @@ def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: to
           seed: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Adversarial (or baseline) images for one cell, plus extra facts (e.g. mean queries)."""
     eps, attack = cell.eps, cell.attack
-    generator = torch.Generator().manual_seed(cell.seed(seed))
+    source_key = crafted_on(cell, w)[0]
+    seed = Cell(source_key, cell.attack, cell.eps).seed(seed)  # shared images, shared randomness
+    generator = torch.Generator().manual_seed(seed)
     source = target.source
     extra: dict[str, float] = {}
     if attack == "fgsm":
@@ -97,7 +114,7 @@ def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: to
         return _batched(lambda xb, yb: pgd(teacher, xb, yb, eps, steps=w.pgd_steps, generator=generator), x, y), extra
     if attack == "square":
         x_adv, queries = square_attack(lambda a: target.logits(torch.from_numpy(a)), x.numpy(), y.numpy(), eps,
-                                       n_queries=w.square_queries, generator=cell.seed(seed))
+                                       n_queries=w.square_queries, generator=seed)
         extra["mean_queries"] = float(np.mean(queries))
         return torch.from_numpy(np.ascontiguousarray(x_adv, dtype=np.float32)), extra
     if attack == "noise":

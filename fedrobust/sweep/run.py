@@ -23,7 +23,7 @@ from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import atomic_write_bytes
 from fedrobust.seeding import seed_everything
-from fedrobust.sweep.cells import Cell, applies, craft
+from fedrobust.sweep.cells import Cell, applies, craft, crafted_on
 from fedrobust.sweep.targets import load_targets, teacher_of
 from fedrobust.train.evaluate import score_logits
 
@@ -92,13 +92,17 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         if new:
             writer.writeheader()
+        cached: tuple[Any, torch.Tensor, dict[str, float]] | None = None  # consecutive cells share images
         for cell in todo:
             started = time.perf_counter()
             target = by_name[cell.target]
             if cell.attack == "clean":
                 x, extra = data.images, {}
+            elif cached is not None and cached[0] == crafted_on(cell, cfg.sweep):
+                x, extra = cached[1], cached[2]
             else:
                 x, extra = craft(cell, target, teacher, data.images, data.labels, cfg.sweep, cfg.run.seed)
+                cached = (crafted_on(cell, cfg.sweep), x, extra)
             scores = score_logits(target.logits(x), data)
             row = {"target": cell.target, "attack": cell.attack, "eps": cell.key[2],
                    "accuracy": f"{scores['acc']:.6f}", "auc": f"{scores['auc']:.6f}", "n": len(data),
