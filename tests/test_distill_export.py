@@ -35,9 +35,10 @@ def test_soft_kl_is_zero_for_identical_outputs_and_scaled_by_t_squared():
 
 def test_alpha_mixes_hard_and_soft_terms():
     torch.manual_seed(1)
-    s, t, y = torch.randn(6, 2, requires_grad=True), torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
+    s, t, y = torch.randn(6, 2), torch.randn(6, 2), torch.tensor([0, 1, 0, 1, 1, 0])
     assert float(distillation_loss(s, t, y, 4.0, 1.0)) == pytest.approx(float(classification_loss(s, y)))
     assert float(distillation_loss(s, t, y, 4.0, 0.0)) == pytest.approx(float(soft_kl(s, t, 4.0)))
+    s.requires_grad_(True)
     mixed = distillation_loss(s, t, y, 4.0, 0.25)
     assert float(mixed) == pytest.approx(0.25 * float(classification_loss(s, y)) + 0.75 * float(soft_kl(s, t, 4.0)))
     mixed.backward()  # the teacher gets no gradient; the student does
