@@ -46,7 +46,7 @@ def _table(rows: list[dict], attack: str, cfg: ExperimentConfig) -> list[str]:
     return [*out, ""]
 
 
-def _plot_sweep(rows: list[dict], out: Path) -> list[Path]:
+def _plot_sweep(rows: list[dict], out: Path, chance: float) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,6 +64,7 @@ def _plot_sweep(rows: list[dict], out: Path) -> list[Path]:
             ax.plot(eps, [curve[e] for e in eps], marker="o", ms=3, label=attack)
         if clean is not None:
             ax.axhline(clean, color="grey", ls="--", lw=1, label="clean")
+        ax.axhline(chance, color="black", ls=":", lw=1, label="constant guess")
         ax.set_xscale("log")
         ax.set_xlabel("eps (L-inf, pixels in [0, 1])")
         ax.set_ylabel("test accuracy")
@@ -131,7 +132,7 @@ def write_report(cfg: ExperimentConfig, run_dir: Path) -> Path:
     checks = run_checks(rows, chance, cfg.sweep.tolerance)
     plots = run_dir / PLOTS
     plots.mkdir(exist_ok=True)
-    figures = _plot_sweep(rows, plots)
+    figures = _plot_sweep(rows, plots, chance)
     rounds = _plot_rounds(run_dir, plots)
     summary = json.loads((run_dir / RunDir.SUMMARY).read_text()) if (run_dir / RunDir.SUMMARY).exists() else {}
     kind = summary.get("kind", "run")
