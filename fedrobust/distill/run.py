@@ -21,7 +21,7 @@ from torch import nn
 
 from fedrobust.attacks import fgsm, pgd
 from fedrobust.augment import ClassicAugment
-from fedrobust.checkpoint import build_for, load_model, run_config
+from fedrobust.checkpoint import build_for, load_model, load_state, run_config
 from fedrobust.config import DistillSection, ExperimentConfig, TrainSection
 from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.distill.loss import distillation_loss, soft_kl
@@ -173,3 +173,11 @@ def distill_run(run_dir: Path, overrides: list[str] | None = None, log: Callable
     log(f"student in {run_dir / DISTILL_DIR / STUDENT_FILE}")
     return run_dir / DISTILL_DIR
 
+
+def load_student(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, nn.Module] | None:
+    """(architecture name, model in eval mode) of the run's distilled student, or None if there is none."""
+    path = Path(run_dir) / DISTILL_DIR / STUDENT_FILE
+    if not path.is_file():
+        return None
+    name = load_state(path).get("model_name", cfg.distill.student)
+    return name, load_model(cfg, path, name)

@@ -17,7 +17,7 @@ from fedrobust.checkpoint import load_model, run_config, weights_sha256
 from fedrobust.config import ExperimentConfig
 from fedrobust.data.catalog import dataset_info
 from fedrobust.data.loading import ImageSplit, load_from_config
-from fedrobust.distill.run import DISTILL_DIR, STUDENT_FILE
+from fedrobust.distill.run import DISTILL_DIR, STUDENT_FILE, load_student
 from fedrobust.edge.metadata import ModelMetadata
 from fedrobust.errors import FedrobustError
 from fedrobust.export.onnx_export import check_parity, export_onnx, ort_logits, ort_session
@@ -70,12 +70,11 @@ def export_model(cfg: ExperimentConfig, model: nn.Module, name: str, role: str, 
 
 def export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> Path:
     """Write ``run_dir/export/`` (replacing an earlier one only once the new one is complete)."""
-    student_path = run_dir / DISTILL_DIR / STUDENT_FILE
-    if not student_path.is_file():
-        raise FedrobustError(f"{run_dir} has no distilled student ({student_path.relative_to(run_dir)}); "
+    found = load_student(cfg, run_dir)
+    if found is None:
+        raise FedrobustError(f"{run_dir} has no distilled student ({DISTILL_DIR}/{STUDENT_FILE}); "
                              f"run `fedrobust distill {run_dir}` first")
-    student_name = torch.load(student_path, map_location="cpu", weights_only=False).get("model_name", "student")
-    student = load_model(cfg, student_path, student_name)
+    student_name, student = found
     test = load_from_config(cfg.data, "test")
     summary: dict[str, Any] = {"kind": "export", "dataset": cfg.data.dataset, "test_images": len(test),
                                "parity_atol": cfg.export.parity_atol}

@@ -17,7 +17,7 @@ from torch import nn
 
 from fedrobust.checkpoint import load_model
 from fedrobust.config import ExperimentConfig
-from fedrobust.distill.run import DISTILL_DIR, STUDENT_FILE
+from fedrobust.distill.run import load_student
 from fedrobust.edge.model import EdgeModel
 from fedrobust.export.run import EXPORT_DIR
 
@@ -51,10 +51,9 @@ def load_targets(cfg: ExperimentConfig, run_dir: Path) -> list[Target]:
     teacher = load_model(cfg, run_dir / "model.pt")
     if "global" in wanted:
         out.append(Target("global", teacher))
-    student_path = run_dir / DISTILL_DIR / STUDENT_FILE
-    if student_path.is_file():
-        name = torch.load(student_path, map_location="cpu", weights_only=False).get("model_name", "student")
-        student = load_model(cfg, student_path, name)
+    found = load_student(cfg, run_dir)
+    if found is not None:
+        student = found[1]
         if "student" in wanted:
             out.append(Target("student", student))
         for target, file in (("onnx_fp32", "student.onnx"), ("onnx_int8", "student.int8.onnx")):
