@@ -78,7 +78,7 @@ def main() -> int:
     except (FedrobustError, FileNotFoundError) as exc:
         print(f"robustness_study: error: {exc}", file=sys.stderr)
         return 2
-    rows.sort(key=lambda r: (r[0], r[1], list(TARGETS).index(r[3]), r[2] != "none", r[2]))
+    rows.sort(key=lambda r: (r[0], r[1], list(TARGETS).index(r[3]), not r[2].startswith("none"), r[2]))
 
     lines = ["# Reference robustness study (sweep issue)", "", f"Command: `{command()}`  ",
              f"Machine: {describe()}", "",
@@ -106,6 +106,12 @@ def main() -> int:
         base = next((r for r in rows if r[0] == ds and r[1] == model and r[3] == target and r[6].augment.mode == "none"
                      and r[2].startswith("none")), None)
         e = EPS[-1]
+        chance = chance_rate(sweep_images(run_config(run, SWEEP)).labels.numpy())
+        clean = t[(target, "clean")][0.0]
+        if clean - chance < 0.05:
+            findings.append(f"- {ds} {model}, {dfn}, {TARGETS[target]}: clean accuracy {clean:.3f} is within 5 points "
+                            f"of a constant guess ({chance:.3f}); its flat curves under attack mean it mostly predicts "
+                            f"the majority class, not that it is robust.")
         f, p = t.get((target, "fgsm"), {}).get(e), t.get((target, "pgd"), {}).get(e)
         if f is None or p is None:
             continue
