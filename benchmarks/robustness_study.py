@@ -127,8 +127,8 @@ def main() -> int:
         white = min(v for v in (f, p, t.get((target, "pgd-margin"), {}).get(e)) if v is not None)
         if sq is not None and sq > white + 0.05:
             findings.append(f"- {ds} {model}, {dfn}, {TARGETS[target]}: the black-box attack (Square, 100 queries) "
-                            f"leaves {sq:.3f} at ε {e:g} where white-box leaves {white:.3f}: robustness seen by a "
-                            f"query-only attacker is not robustness.")
+                            f"leaves {sq:.3f} at ε {e:g} where white-box leaves {white:.3f}: at this budget the "
+                            f"query-only attacker is weaker, the model is not more robust.")
         if target == "onnx_int8" and (target, "pgd") in t:
             e0 = EPS[0]
             q, clean = t[(target, "pgd")][e0], t[(target, "clean")][0.0]
