@@ -51,9 +51,11 @@ def build_for(cfg: ExperimentConfig, name: str | None = None) -> nn.Module:
     return build_model(name, channels, classes, cfg.data.image_size)
 
 
-def load_model(cfg: ExperimentConfig, path: Path, name: str | None = None) -> nn.Module:
-    """Build ``name`` (default: the run's ``[model]``) and load the ``"model"`` weights saved in ``path``."""
-    saved = load_state(path)
+def load_model(cfg: ExperimentConfig, path: Path, name: str | None = None,
+               saved: dict[str, Any] | None = None) -> nn.Module:
+    """Build ``name`` (default: the run's ``[model]``) and load the ``"model"`` weights saved in ``path``
+    (``saved``: that file's contents, when the caller has already read it)."""
+    saved = saved if saved is not None else load_state(path)
     model = build_for(cfg, name)
     try:
         model.load_state_dict(saved["model"])

@@ -138,9 +138,10 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         good, failed, rejected = screen(replies)
         new_arrays, train_metrics = strategy.aggregate_train(rnd, good) if good else (None, None)
         if new_arrays is not None:
-            arrays = new_arrays
+            arrays, state = new_arrays, new_arrays.to_torch_state_dict()
             if fed_cfg.bn_recalibration != "none":  # before anyone (clients, server) evaluates it
-                arrays = ArrayRecord(run.recalibrate(arrays.to_torch_state_dict()))
+                state = run.recalibrate(state)
+                arrays = ArrayRecord(state)
         train_seconds = time.perf_counter() - started
         record: dict[str, Any] = {
             "sampled": len(round_nodes),
@@ -159,13 +160,12 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
                                              SubsetGrid(grid, eval_nodes))
             ev_good, _, _ = screen(grid.send_and_receive(ev, timeout=fed_cfg.round_timeout))
             record["clients_eval"] = _metrics(strategy.aggregate_evaluate(rnd, ev_good) if ev_good else None)
-        state = arrays.to_torch_state_dict()
         record["server"] = run.evaluate(state)
         record["train_seconds"] = train_seconds  # sampling, local training, transfer, aggregation
         record["seconds"] = time.perf_counter() - started
         say(describe_round(rnd, fed_cfg.rounds, record))
         run.end_round(rnd, state, strategy_state(strategy), record)
-    summary = run.finish(arrays.to_torch_state_dict())
+    summary = run.finish(state)
     fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in summary["test_fgsm"].items())
     say(f"final test acc {summary['test']['acc']:.3f} auc {summary['test']['auc']:.3f}; FGSM acc by eps {fg}")
     after_training(cfg, run.run.path, say)

@@ -27,7 +27,7 @@ from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.distill.loss import distillation_loss, soft_kl
 from fedrobust.models import count_parameters
 from fedrobust.progress import progress_bar
-from fedrobust.rundir import RunDir, atomic_write_json, staged_dir
+from fedrobust.rundir import RunDir, staged_dir
 from fedrobust.seeding import seed_everything
 from fedrobust.train.batches import iterate_batches
 from fedrobust.train.evaluate import evaluate, evaluate_robust
@@ -112,7 +112,6 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
         f"adversarial={d.adversarial}")
     best_state, best_score, best_epoch = None, -math.inf, 0
     started = time.perf_counter()
-    lines = []
     with progress_bar(total=d.epochs * len(transfer), desc="distill") as bar:
         for epoch in range(1, d.epochs + 1):
             stats = distill_epoch(student, teacher, transfer, optimizer, d, classic, generator, bar)
@@ -124,7 +123,6 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
                 record["val"] = v
                 score = v["auc"] if d.select == "val_auc" else v["acc"]
                 score = -math.inf if math.isnan(score) else score
-            lines.append(record)
             if out is not None:
                 RunDir(out).log(record)
             if score > best_score:
@@ -169,7 +167,7 @@ def distill_run(run_dir: Path, overrides: list[str] | None = None, log: Callable
         student, summary = distill(cfg, teacher, log, out=tmp)
         RunDir(tmp).save_checkpoint(STUDENT_FILE, {"model": student.state_dict(), "model_name": cfg.distill.student,
                                                    "teacher": cfg.model.name, "config": cfg.to_dict()})
-        atomic_write_json(tmp / RunDir.SUMMARY, summary)
+        RunDir(tmp).write_summary(summary)
     log(f"student in {run_dir / DISTILL_DIR / STUDENT_FILE}")
     return run_dir / DISTILL_DIR
 
@@ -179,5 +177,6 @@ def load_student(cfg: ExperimentConfig, run_dir: Path) -> tuple[str, nn.Module] 
     path = Path(run_dir) / DISTILL_DIR / STUDENT_FILE
     if not path.is_file():
         return None
-    name = load_state(path).get("model_name", cfg.distill.student)
-    return name, load_model(cfg, path, name)
+    saved = load_state(path)
+    name = saved.get("model_name", cfg.distill.student)
+    return name, load_model(cfg, path, name, saved)

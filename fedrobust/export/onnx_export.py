@@ -86,9 +86,10 @@ def torch_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) 
     return torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
 
 
-def check_parity(model: nn.Module, path: Path, images: torch.Tensor, atol: float) -> Parity:
+def check_parity(model: nn.Module, path: Path, images: torch.Tensor, atol: float) -> tuple[Parity, np.ndarray]:
     """Compare torch and onnxruntime logits on ``images``; raise ExportError (and delete the file)
-    if the largest difference exceeds ``atol`` or any predicted class differs."""
+    if the largest difference exceeds ``atol`` or any predicted class differs. Returns the
+    onnxruntime logits too, so callers score them without a second pass."""
     expected = torch_logits(model, images)
     got = ort_logits(ort_session(path), images)
     diff = float(np.abs(expected - got).max())
@@ -98,4 +99,4 @@ def check_parity(model: nn.Module, path: Path, images: torch.Tensor, atol: float
         raise ExportError(f"{path.name}: onnxruntime disagrees with torch on {len(images)} test images "
                           f"(max |logit diff| {diff:.2e} > {atol:g} or different classes: {not same}); "
                           f"not exported")
-    return Parity(len(images), diff, same)
+    return Parity(len(images), diff, same), got

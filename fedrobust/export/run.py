@@ -56,16 +56,16 @@ def calibration_images(cfg: ExperimentConfig) -> np.ndarray:
 
 
 def export_model(cfg: ExperimentConfig, model: nn.Module, name: str, role: str, out: Path, run: str,
-                 test: ImageSplit, log: Callable[[str], Any]) -> dict[str, Any]:
-    """fp32 ONNX + parity check on the whole test split."""
+                 test: ImageSplit, log: Callable[[str], Any]) -> tuple[dict[str, Any], np.ndarray]:
+    """fp32 ONNX + parity check on the whole test split; the summary entry and the test logits."""
     started = time.perf_counter()
     path = export_onnx(model, out / f"{role}.onnx", metadata_for(cfg, model, name, role, run))
-    parity = check_parity(model, path, test.images, cfg.export.parity_atol)
-    entry = _describe(path, ort_logits(ort_session(path), test.images), test, started)
+    parity, logits = check_parity(model, path, test.images, cfg.export.parity_atol)
+    entry = _describe(path, logits, test, started)
     entry["parity"] = parity.to_dict()
     log(f"{path.name}: {entry['bytes'] / 1024:.0f} KB, test acc {entry['test']['acc']:.3f}, "
         f"max |torch - onnxruntime| {parity.max_abs_diff:.1e} on {parity.images} test images")
-    return entry
+    return entry, logits
 
 
 def export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> Path:
@@ -79,19 +79,20 @@ def export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = pri
     summary: dict[str, Any] = {"kind": "export", "dataset": cfg.data.dataset, "test_images": len(test),
                                "parity_atol": cfg.export.parity_atol}
     with staged_dir(run_dir / EXPORT_DIR) as out:
-        summary["student"] = export_model(cfg, student, student_name, "student", out, run_dir.name, test, log)
+        summary["student"], fp32_logits = export_model(cfg, student, student_name, "student", out, run_dir.name,
+                                                       test, log)
         if cfg.export.int8:
             started = time.perf_counter()
             meta = metadata_for(cfg, student, student_name, "student", run_dir.name, precision="int8")
-            int8 = quantize_int8(out / "student.onnx", out / "student.int8.onnx", calibration_images(cfg), meta,
+            calibration = calibration_images(cfg)
+            int8 = quantize_int8(out / "student.onnx", out / "student.int8.onnx", calibration, meta,
                                  per_channel=cfg.export.per_channel)
             logits = ort_logits(ort_session(int8), test.images)
             entry = _describe(int8, logits, test, started)
-            fp32_logits = ort_logits(ort_session(out / "student.onnx"), test.images)
             agree = logits.argmax(1) == fp32_logits.argmax(1)
             fp32_acc = summary["student"]["test"]["acc"]
             entry.update({
-                "calibration_images": min(cfg.export.calibration_size, len(load_from_config(cfg.data, "val"))),
+                "calibration_images": len(calibration),
                 "agreement_with_fp32": float(agree.mean()),
                 "acc_change_points": 100 * (entry["test"]["acc"] - fp32_acc),
                 "acc_change_images": round((entry["test"]["acc"] - fp32_acc) * len(test)),
@@ -103,7 +104,7 @@ def export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = pri
                 f"{100 * entry['agreement_with_fp32']:.1f}% of test images")
         if cfg.export.teacher:
             teacher = load_model(cfg, run_dir / "model.pt")
-            summary["teacher"] = export_model(cfg, teacher, cfg.model.name, "teacher", out, run_dir.name, test, log)
+            summary["teacher"], _ = export_model(cfg, teacher, cfg.model.name, "teacher", out, run_dir.name, test, log)
         atomic_write_json(out / "summary.json", summary)
     log(f"ONNX files in {run_dir / EXPORT_DIR}")
     return run_dir / EXPORT_DIR

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fedrobust.config import ExperimentConfig
+from fedrobust.data.loading import ImageSplit
 from fedrobust.rundir import RunDir, atomic_write_bytes
 from fedrobust.sweep.checks import accuracy_table, read_sweep, run_checks
 from fedrobust.sweep.targets import LABELS
@@ -122,12 +123,13 @@ def _plot_rounds(run_dir: Path, out: Path) -> Path | None:
     return path
 
 
-def write_report(cfg: ExperimentConfig, run_dir: Path) -> Path:
-    """report.md + plots/*.png from sweep.csv (and metrics.jsonl); returns the report path."""
+def write_report(cfg: ExperimentConfig, run_dir: Path, data: ImageSplit | None = None) -> Path:
+    """report.md + plots/*.png from sweep.csv (and metrics.jsonl); returns the report path.
+    ``data``: the swept images, when the caller has them loaded."""
     from fedrobust.sweep.run import SWEEP_CSV, sweep_images
 
     rows = read_sweep(run_dir / SWEEP_CSV)
-    data = sweep_images(cfg)
+    data = data if data is not None else sweep_images(cfg)
     chance = chance_rate(data.labels.numpy())
     checks = run_checks(rows, chance, cfg.sweep.tolerance)
     plots = run_dir / PLOTS

@@ -20,6 +20,7 @@ import torch
 from fedrobust.checkpoint import run_config
 from fedrobust.config import ExperimentConfig
 from fedrobust.data.loading import ImageSplit, load_from_config
+from fedrobust.errors import ConfigError
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import atomic_write_bytes
 from fedrobust.seeding import seed_everything
@@ -71,8 +72,6 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     seed_everything(cfg.run.seed, cfg.run.threads)
     targets = load_targets(cfg, run_dir)
     if not targets:
-        from fedrobust.errors import ConfigError
-
         raise ConfigError(f"sweep.targets: none of {', '.join(cfg.sweep.targets)} exists in {run_dir}; "
                           f"distill/export first or include 'global'")
     teacher = teacher_of(targets, cfg, run_dir)
@@ -119,7 +118,7 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     partial.with_suffix(".json").unlink(missing_ok=True)
     from fedrobust.report.single import write_report
 
-    report = write_report(cfg, run_dir)
+    report = write_report(cfg, run_dir, data)
     log(f"sweep table {run_dir / SWEEP_CSV}; report {report}")
     return run_dir / SWEEP_CSV
 
