@@ -1,8 +1,8 @@
 """Flower ClientApp: translates Flower messages to ``fedrobust.federated.LocalClient`` calls.
 
 The node's shard comes from ``context.node_config`` (``partition-id``, ``num-partitions``, and in
-deployment optionally ``data-root``); everything else from ``context.run_config``, the flattened
-fedrobust config.
+deployment optionally ``data-root``, or ``data-file``: the node's own dataset, used whole);
+everything else from ``context.run_config``, the flattened fedrobust config.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def _client(context: Context) -> LocalClient:
     if node.get("data-root"):
         cfg.data.root = str(node["data-root"])
     torch.set_num_threads(max(1, int(cfg.simulation.cpus_per_client)))
-    return LocalClient(cfg, int(node["partition-id"]), int(node["num-partitions"]))
+    return LocalClient(cfg, int(node["partition-id"]), int(node["num-partitions"]),
+                       data_file=str(node["data-file"]) if node.get("data-file") else None)
 
 
 def _info(client: LocalClient) -> ConfigRecord:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from fedrobust.config import SWEEP_ATTACKS, SWEEP_TARGETS
+from fedrobust.deploy.cli import add_deploy_parser
 from fedrobust.errors import ConfigError, FedrobustError
 
 EPILOG = """examples:
@@ -18,6 +19,7 @@ EPILOG = """examples:
   fedrobust sweep runs/quickstart-20260101-120000 --attacks fgsm pgd square --eps 0.001 0.003 0.005
   fedrobust report runs/fed-a runs/fed-b --attack pgd --target global --out docs/compare.md
   fedrobust partition --dataset breastmnist --clients 10 --scheme dirichlet --alpha 0.5
+  fedrobust deploy --help          (real clients: certificates, SuperLink, SuperNodes, runs)
 
 data root: --data-root DIR, else $FEDROBUST_DATA_ROOT, else ~/.medmnist (medmnist's default)."""
 
@@ -45,19 +47,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
+def _federation_config(args: argparse.Namespace):
+    """The config of `simulate` / `deploy run`: from --config, or from RUN_DIR/config.toml with --resume."""
     from fedrobust.config import load_config
 
-    if args.resume:
-        if args.config:
-            raise ConfigError("--resume takes its config from RUN_DIR/config.toml; drop --config")
-        run_dir = Path(args.resume)
-        overrides = [*args.overrides, f"run.dir={str(run_dir.resolve())!r}"]
-        if args.data_root:
-            overrides.append(f"data.root={args.data_root!r}")
-        cfg = load_config(run_dir / "config.toml", overrides)
-    else:
-        cfg = _load(args)
+    if not args.resume:
+        return _load(args)
+    if args.config:
+        raise ConfigError("--resume takes its config from RUN_DIR/config.toml; drop --config")
+    run_dir = Path(args.resume)
+    overrides = [*args.overrides, f"run.dir={str(run_dir.resolve())!r}"]
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root!r}")
+    return load_config(run_dir / "config.toml", overrides)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    cfg = _federation_config(args)
     from server.launch import simulate  # Flower process management lives with the apps
 
     simulate(cfg, resume=bool(args.resume))
@@ -155,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=cmd_simulate)
+
+    add_deploy_parser(sub, _add_config_args, _federation_config)
 
     p = sub.add_parser("train", help="centralized training + evaluation into one run directory",
                        description="Train on the train split, pick the checkpoint on val, report test "

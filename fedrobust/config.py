@@ -127,6 +127,7 @@ class FederationSection:
     eval_eps: float = 0.003  # FGSM eps of the per-round central robustness check
     alt_fraction: float = 0.0  # share of clients that use [alt_augment] instead of [augment]
     round_timeout: float = 3600.0  # seconds to wait for the replies of one round
+    min_replies: int = 1  # fewer usable client updates in a round stops the run (resumable) instead of going on
     keep_checkpoints: int = 2  # per-round global checkpoints kept (the newest)
     select: str = "last"  # final model: last round, or the round best on the server's val split
     bn_recalibration: str = "none"  # "val": re-estimate BatchNorm stats of each global model on val
@@ -497,6 +498,7 @@ def _validate_federation(cfg: ExperimentConfig) -> None:
     _require(0 <= f.fraction_evaluate <= 1, "federation.fraction_evaluate",
              f"must be in [0, 1], got {f.fraction_evaluate}")
     _require(f.local_epochs >= 1, "federation.local_epochs", f"must be >= 1, got {f.local_epochs}")
+    _require(f.min_replies >= 1, "federation.min_replies", f"must be >= 1, got {f.min_replies}")
     _require(f.proximal_mu >= 0, "federation.proximal_mu", f"must be >= 0, got {f.proximal_mu}")
     _require(0 <= f.trimmed_beta < 0.5, "federation.trimmed_beta", f"must be in [0, 0.5), got {f.trimmed_beta}")
     _require(f.num_malicious >= 0, "federation.num_malicious", f"must be >= 0, got {f.num_malicious}")

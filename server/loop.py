@@ -17,7 +17,7 @@ from flwr.serverapp import Grid
 
 from fedrobust.config import ExperimentConfig
 from fedrobust.errors import FedrobustError
-from fedrobust.federated import FederatedRun, alt_partitions, is_finite_state, sample_partitions
+from fedrobust.federated import FederatedRun, alt_partitions, is_finite_state, min_replies, sample_partitions
 from fedrobust.federated.server import describe_round
 from fedrobust.pipeline import after_training
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
@@ -122,6 +122,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     if alt:
         say(f"partitions {alt} train with [alt_augment] mode={cfg.alt_augment.mode}")
 
+    need = min_replies(cfg)
     partial = fed_cfg.fraction_train < 1.0 or fed_cfg.fraction_evaluate not in (0.0, 1.0)
     mapping = map_partitions(grid, nodes, fed_cfg.round_timeout) if partial else {}
 
@@ -132,10 +133,15 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         started = time.perf_counter()
         chosen = sample_partitions(cfg, rnd)
         round_nodes = [mapping[p] for p in chosen if p in mapping] if partial else nodes
-        messages = strategy.configure_train(rnd, arrays, ConfigRecord({"server-round": rnd}),
-                                            SubsetGrid(grid, round_nodes))
+        messages = list(strategy.configure_train(rnd, arrays, ConfigRecord({"server-round": rnd}),
+                                                 SubsetGrid(grid, round_nodes)))
         replies = list(grid.send_and_receive(messages, timeout=fed_cfg.round_timeout))
         good, failed, rejected = screen(replies)
+        missing = len(messages) - len(replies)  # no answer within round_timeout
+        if len(good) < need:
+            raise FedrobustError(  # kept short: Flower's log stream cuts long lines
+                f"round {rnd}: only {len(good)} of {len(messages)} clients sent a usable update, {need} needed "
+                f"(federation.min_replies); {failed} failed or unreachable, {missing} silent, {rejected} non-finite")
         new_arrays, train_metrics = strategy.aggregate_train(rnd, good) if good else (None, None)
         if new_arrays is not None:
             arrays, state = new_arrays, new_arrays.to_torch_state_dict()
@@ -147,6 +153,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             "sampled": len(round_nodes),
             "replies": len(good),
             "failures": failed,
+            "missing": missing,
             "rejected_nonfinite": rejected,
             "aggregated": new_arrays is not None,
             "num_examples": int(sum(next(iter(r.content.metric_records.values()))["num-examples"] for r in good)),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -45,6 +47,28 @@ def write_fake_medmnist(root: Path, flag: str, n: tuple[int, int, int] = (40, 10
     path = root / f"{flag}.npz"
     np.savez_compressed(path, **arrays)
     return path
+
+
+FLOWER_PROCS = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-simulation", "flwr-serverapp",
+                "flwr-clientapp", "raylet", "gcs_server", "ray::", "default_worker.py", "dashboard", "log_monitor")
+
+
+def _flower_processes(since: float) -> list[str]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "create_time", "name"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [p.info["name"] or ""])
+            if p.info["create_time"] >= since - 1 and any(k in cmd for k in FLOWER_PROCS):
+                found.append(f"{p.pid} {cmd[:100]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@pytest.fixture(scope="session")
+def flower_processes() -> Callable[[float], list[str]]:
+    """Flower/Ray processes started since a time: a test asserts none survives its command."""
+    return _flower_processes
 
 
 @pytest.fixture(autouse=True)

@@ -20,8 +20,6 @@ import torch
 from fedrobust.config import load_config, to_flat
 
 REPO = Path(__file__).resolve().parents[1]
-FLOWER_PROCS = ("flower-superlink", "flower-superexec", "flwr-simulation", "flwr-serverapp", "raylet",
-                "gcs_server", "ray::", "default_worker.py", "dashboard", "log_monitor")
 
 
 def test_pyproject_app_config_is_the_quickstart():
@@ -43,18 +41,6 @@ def test_strategies_by_name_are_flowers_own(name):
     assert isinstance(strategy, Strategy) and type(strategy).__module__.startswith("flwr.serverapp.strategy")
     if name == "fedprox":
         assert strategy.proximal_mu == 0.5
-
-
-def _flower_processes(since: float) -> list[str]:
-    found = []
-    for p in psutil.process_iter(["cmdline", "create_time", "name"]):
-        try:
-            cmd = " ".join(p.info["cmdline"] or [p.info["name"] or ""])
-            if p.info["create_time"] >= since - 1 and any(k in cmd for k in FLOWER_PROCS):
-                found.append(f"{p.pid} {cmd[:100]}")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def _simulate(data_root, out_dir: Path, *overrides: str, resume: Path | None = None, timeout: float = 400):
@@ -118,9 +104,9 @@ def test_global_model_changed(full_run):
     assert not all(torch.equal(init[k], final[k].to(init[k].dtype)) for k in init)
 
 
-def test_no_flower_or_ray_process_survives(full_run):
+def test_no_flower_or_ray_process_survives(full_run, flower_processes):
     _, _, started = full_run
-    assert _flower_processes(started) == []
+    assert flower_processes(started) == []
 
 
 def test_interrupted_run_resumes_to_the_same_result(data_root, tmp_path, full_run):
@@ -170,16 +156,16 @@ def test_sampling_faults_and_client_evaluation(data_root, tmp_path):
     assert (run / "sweep.csv").is_file() and (run / "report.md").is_file()  # the sweep ran in the ServerApp
 
 
-def test_impossible_federation_fails_before_starting_anything(data_root, tmp_path):
+def test_impossible_federation_fails_before_starting_anything(data_root, tmp_path, flower_processes):
     started = time.time()
     result = _simulate(data_root, tmp_path, "federation.strategy=krum", "federation.num_malicious=1")
     assert result.returncode == 2 and "needs at least 5 clients" in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
     assert not any(tmp_path.iterdir())
-    assert _flower_processes(started) == []
+    assert flower_processes(started) == []
 
 
-def test_ctrl_c_stops_everything(data_root, tmp_path):
+def test_ctrl_c_stops_everything(data_root, tmp_path, flower_processes):
     started = time.time()
     cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", str(REPO / "configs" / "quickstart.toml"),
            "--set", f"run.out_dir='{tmp_path}'", "--set", "model.name=student"]
@@ -194,7 +180,7 @@ def test_ctrl_c_stops_everything(data_root, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err[-2000:]
-    assert _flower_processes(started) == []
+    assert flower_processes(started) == []
 
 
 def test_simulation_on_an_existing_ray_cluster(data_root, tmp_path):

@@ -152,6 +152,11 @@ def load_split(
             f"{path}: not a readable MedMNIST npz ({type(exc).__name__}); delete it and re-download "
             f"the official file"
         ) from None
+    return _as_split(path, images, labels, info, split, image_size, as_rgb)
+
+
+def _as_split(path: Path, images: np.ndarray, labels: np.ndarray, info: DatasetInfo, split: str, image_size: int,
+              as_rgb: bool) -> ImageSplit:
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{path}: {split} has {images.shape[0]} images but {labels.shape[0]} labels")
     y = torch.from_numpy(labels.reshape(labels.shape[0], -1)[:, 0].astype(np.int64))
@@ -159,6 +164,27 @@ def load_split(
         raise DataError(f"{path}: labels outside 0..{info.num_classes - 1} in the {split} split")
     x = _to_tensor(images, info.channels, as_rgb, image_size)
     return ImageSplit(images=x, labels=y, info=info, split=split)
+
+
+def load_own_file(path: str | os.PathLike, flag: str, split: str, *, image_size: int = 28,
+                  as_rgb: bool = False) -> ImageSplit:
+    """A split of a node's own dataset file: an .npz with MedMNIST's keys (``train_images``,
+    ``train_labels``, ...) and ``flag``'s image format and classes. Used whole, not partitioned;
+    there is no official checksum to verify it against."""
+    info = dataset_info(flag)
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; pass the node's own .npz with --data-file")
+    try:
+        with np.load(path) as npz:
+            keys = set(npz.files)
+            if f"{split}_images" not in keys or f"{split}_labels" not in keys:
+                raise DataError(f"{path} has no {split}_images/{split}_labels arrays (it has "
+                                f"{', '.join(sorted(keys)) or 'none'}); write it with MedMNIST's keys")
+            images, labels = npz[f"{split}_images"], npz[f"{split}_labels"]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__})") from None
+    return _as_split(path, images, labels, info, split, image_size, as_rgb)
 
 
 def load_from_config(data_cfg, split: str) -> ImageSplit:

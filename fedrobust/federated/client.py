@@ -12,7 +12,8 @@ import torch
 
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import DataSection, ExperimentConfig, ModelSection
-from fedrobust.data.loading import ImageSplit, load_from_config
+from fedrobust.data.catalog import dataset_info
+from fedrobust.data.loading import ImageSplit, load_from_config, load_own_file
 from fedrobust.data.partition import partition_indices
 from fedrobust.errors import FedrobustError
 from fedrobust.federated.plan import alt_partitions, local_seed
@@ -44,6 +45,12 @@ def _cached_partition(data: tuple, split: str, num_clients: int, scheme: str, se
                                    labels_per_client=labels_per_client, min_samples=min_samples))
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_own_split(path: str, data: tuple, split: str) -> ImageSplit:
+    d = DataSection(*data)
+    return load_own_file(path, d.dataset, split, image_size=d.image_size, as_rgb=d.as_rgb)
+
+
 def _build(model: tuple, image_size: int, channels: int, num_classes: int) -> torch.nn.Module:
     m = ModelSection(*model)
     return build_model(m.name, channels, num_classes, image_size, small_stem=m.small_stem, norm=m.norm)
@@ -55,7 +62,8 @@ _cached_model = functools.lru_cache(maxsize=2)(_build)
 class LocalClient:
     """The ML of one federated client; knows nothing of Flower."""
 
-    def __init__(self, cfg: ExperimentConfig, partition_id: int, num_partitions: int | None = None) -> None:
+    def __init__(self, cfg: ExperimentConfig, partition_id: int, num_partitions: int | None = None,
+                 data_file: str | None = None) -> None:
         num = cfg.partition.num_clients if num_partitions is None else num_partitions
         if not 0 <= partition_id < num:
             raise FedrobustError(f"partition-id {partition_id} is outside 0..{num - 1} (num-partitions {num})")
@@ -63,25 +71,31 @@ class LocalClient:
         self.partition_id = partition_id
         self.num_partitions = num
         self.uses_alt_policy = partition_id in alt_partitions(cfg)
+        self.data_file = data_file  # the node's own dataset, used whole instead of a shard of the shared one
 
     # data ---------------------------------------------------------------------------------------
     def _data_key(self) -> tuple:
         return dataclasses.astuple(self.cfg.data)
 
     def train_data(self) -> ImageSplit:
+        if self.data_file:
+            return _cached_own_split(self.data_file, self._data_key(), "train")
         p = self.cfg.partition
         parts = _cached_partition(self._data_key(), "train", self.num_partitions, p.scheme, self.cfg.run.seed,
                                   p.alpha, p.labels_per_client, p.min_samples)
         return _cached_split(self._data_key(), "train").subset(parts[self.partition_id])
 
     def test_data(self) -> ImageSplit:
-        """This client's IID share of the test split, for client-side evaluation."""
+        """This client's IID share of the test split, for client-side evaluation (a node with its
+        own file evaluates on that file's test split)."""
+        if self.data_file:
+            return _cached_own_split(self.data_file, self._data_key(), "test")
         parts = _cached_partition(self._data_key(), "test", self.num_partitions, "iid", self.cfg.run.seed,
                                   1.0, 1, 1)
         return _cached_split(self._data_key(), "test").subset(parts[self.partition_id])
 
     def _model_key(self) -> tuple:
-        c, info = self.cfg, _cached_split(self._data_key(), "train").info
+        c, info = self.cfg, dataset_info(self.cfg.data.dataset)  # no data file needed to know the shape
         channels = 3 if (c.data.as_rgb or info.channels == 3) else 1
         return dataclasses.astuple(c.model), c.data.image_size, channels, info.num_classes
 

@@ -48,6 +48,13 @@ def local_seed(cfg: ExperimentConfig, server_round: int, partition_id: int) -> i
     return int(np.random.default_rng([cfg.run.seed, server_round, partition_id]).integers(2**31))
 
 
+def min_replies(cfg: ExperimentConfig) -> int:
+    """Usable updates a round needs: ``federation.min_replies``, and the robust aggregator's bound."""
+    fed = cfg.federation
+    bound = _MIN_REPLIES.get(fed.strategy)
+    return max(fed.min_replies, bound(fed.num_malicious) if bound else 1)
+
+
 def check_federation(cfg: ExperimentConfig, train_labels: np.ndarray) -> None:
     """Fail before anything starts if the federation cannot work as configured."""
     from fedrobust.data.partition import partition_indices
@@ -63,6 +70,9 @@ def check_federation(cfg: ExperimentConfig, train_labels: np.ndarray) -> None:
             f"{need(fed.num_malicious)} clients per round, but {k} are sampled "
             f"({n} clients x fraction_train {fed.fraction_train}); add clients or lower num_malicious"
         )
+    if fed.min_replies > k:
+        raise ConfigError(f"federation.min_replies: {fed.min_replies} exceeds the {k} clients sampled per round "
+                          f"({n} clients x fraction_train {fed.fraction_train})")
     if fed.strategy == "multikrum" and fed.multikrum_select > k:
         raise ConfigError(f"federation.multikrum_select: {fed.multikrum_select} exceeds the {k} clients per round")
     if fed.strategy == "fedtrimmedavg" and int(fed.trimmed_beta * k) * 2 >= k:

@@ -138,6 +138,7 @@ class FederatedRun:
             "augment": cfg.augment.mode,
             "failures": sum(r.get("failures", 0) for r in rounds),
             "rejected_nonfinite": sum(r.get("rejected_nonfinite", 0) for r in rounds),
+            "missing": sum(r.get("missing", 0) for r in rounds),
             "seconds": time.perf_counter() - self.started,
             "test": test,
             "test_fgsm": robust,
@@ -151,8 +152,10 @@ def describe_round(server_round: int, total: int, record: dict[str, Any]) -> str
     s = record.get("server", {})
     c = record.get("clients", {})
     extra = ""
-    if record.get("failures") or record.get("rejected_nonfinite"):
+    if record.get("failures") or record.get("rejected_nonfinite") or record.get("missing"):
         extra = f"  failures {record.get('failures', 0)} rejected {record.get('rejected_nonfinite', 0)}"
+        if record.get("missing"):
+            extra += f" silent {record['missing']}"
     loss = c.get("train-loss", math.nan)
     return (f"round {server_round:3d}/{total}  clients {record.get('replies', 0)}/{record.get('sampled', 0)}  "
             f"train loss {loss:.4f}  test acc {s.get('acc', math.nan):.3f} auc {s.get('auc', math.nan):.3f}  "
