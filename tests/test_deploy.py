@@ -190,15 +190,15 @@ def test_tls_deployment_with_two_registered_nodes(deployment):
     done = dep.fedrobust("deploy", "register", str(keys[0].with_suffix(".pub")), str(keys[1].with_suffix(".pub")))
     assert done.returncode == 0 and done.stdout.count("as SuperNode") == 2, done.stdout + done.stderr
 
-    stranger = dep.fedrobust(*dep.supernode_args(keys[2], 0, 2, "--max-wait", "10", "--max-retries", "2"))
-    assert stranger.returncode == 2 and "Failed to activate SuperNode" in stranger.stderr, stranger.stderr[-1500:]
     other_ca = dep.root / "other-ca"
     assert dep.fedrobust("deploy", "certs", "--host", "127.0.0.1", "--out", str(other_ca)).returncode == 0
-    args = dep.supernode_args(keys[0], 0, 2, "--max-wait", "10", "--max-retries", "2")
-    args[args.index("--root-certificates") + 1] = str(other_ca / "ca.crt")
-    untrusting = dep.fedrobust(*args)
-    assert untrusting.returncode == 2 and "CERTIFICATE_VERIFY_FAILED" in untrusting.stderr, untrusting.stderr[-1500:]
-
+    untrusting = dep.supernode_args(keys[0], 0, 2, "--max-wait", "10", "--max-retries", "2")
+    untrusting[untrusting.index("--root-certificates") + 1] = str(other_ca / "ca.crt")
+    stranger = dep.supernode_args(keys[2], 0, 2, "--max-wait", "10", "--max-retries", "2")
+    refused = {  # tried while the federation runs; log file -> Flower's reason
+        "stranger.log": ("Failed to activate SuperNode", dep.start(*stranger, log="stranger.log")),
+        "untrusting.log": ("CERTIFICATE_VERIFY_FAILED", dep.start(*untrusting, log="untrusting.log")),
+    }
     official = np.load(dep.data_root / "breastmnist.npz")
     own = dep.root / "hospital-1.npz"
     np.savez(own, train_images=official["train_images"][273:], train_labels=official["train_labels"][273:],
@@ -222,6 +222,10 @@ def test_tls_deployment_with_two_registered_nodes(deployment):
                  "sweep.csv", "report.md"):
         assert (run / name).is_file(), name
     assert "round   2/2" in result.stdout and str(run) in result.stdout
+    for log, (reason, node) in refused.items():
+        assert node.wait(timeout=120) == 2
+        last = (dep.root / log).read_text().strip().splitlines()[-1]
+        assert last.startswith("fedrobust: error: SuperNode 0/2 exited") and reason in last, last
 
 
 def test_killed_node_continues_or_stops_clearly(deployment):
