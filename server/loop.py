@@ -115,7 +115,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     done, state, saved_strategy = run.initial_state()
     strategy = build_strategy(fed_cfg)
     restore_strategy_state(strategy, saved_strategy)
-    say(f"run directory {run.run.path}")
+    say(f"run directory {run.run.path.resolve()}")
     if done:
         say(f"resuming after round {done} of {fed_cfg.rounds}")
     alt = sorted(alt_partitions(cfg))
@@ -176,7 +176,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in summary["test_fgsm"].items())
     say(f"final test acc {summary['test']['acc']:.3f} auc {summary['test']['auc']:.3f}; FGSM acc by eps {fg}")
     after_training(cfg, run.run.path, say)
-    say(f"results in {run.run.path}")
+    say(f"results in {run.run.path.resolve()}")
     return summary
 
 
