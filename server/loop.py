@@ -1,6 +1,6 @@
 """The round loop: Flower's strategy aggregates; fedrobust samples, screens, evaluates and records.
 
-We drive ``configure_train`` / ``send_and_receive`` / ``aggregate_train`` ourselves instead of
+We drive ``configure_train`` / push + pull / ``aggregate_train`` ourselves instead of
 ``Strategy.start`` so that a run can resume at round k+1 with the true round number, client
 sampling is seeded by partition id (identical after a resume), and non-finite updates are
 rejected before they reach the aggregator.
@@ -43,13 +43,29 @@ class SubsetGrid:
         return getattr(self._grid, name)
 
 
+def exchange(grid: Grid, messages: Iterable[Message], timeout: float, interval: float = 0.2) -> list[Message]:
+    """``send_and_receive`` with a short poll: Flower's HTTP grid (deployment) sleeps 3 s between
+    pulls, which adds up to 3 s to every round after the last reply has arrived."""
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while pending:
+        got = list(grid.pull_messages(pending))
+        replies += got
+        pending -= {m.metadata.reply_to_message_id for m in got}
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    return replies
+
+
 def _query(node: int) -> Message:
     """Ask a node which partition it holds (answered by the ClientApp's query handler)."""
     return Message(content=RecordDict({"config": ConfigRecord({})}), message_type="query", dst_node_id=node)
 
 
 def _num_partitions(grid: Grid, node: int, timeout: float) -> int | None:
-    for reply in grid.send_and_receive([_query(node)], timeout=timeout):
+    for reply in exchange(grid, [_query(node)], timeout):
         if not reply.has_error():
             return int(reply.content["info"]["num-partitions"])
     return None
@@ -77,7 +93,7 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
 def map_partitions(grid: Grid, nodes: list[int], timeout: float) -> dict[int, int]:
     """partition-id -> node-id, asked once from every node with a query message."""
     mapping: dict[int, int] = {}
-    for reply in grid.send_and_receive([_query(n) for n in nodes], timeout=timeout):
+    for reply in exchange(grid, [_query(n) for n in nodes], timeout):
         if not reply.has_error():
             mapping[int(reply.content["info"]["partition-id"])] = reply.metadata.src_node_id
     return mapping
@@ -127,7 +143,9 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     mapping = map_partitions(grid, nodes, fed_cfg.round_timeout) if partial else {}
 
     if done == 0:
-        run.run.log({"round": 0, "server": run.evaluate(state)})
+        started = time.perf_counter()
+        server = run.evaluate(state)
+        run.run.log({"round": 0, "server": server, "seconds": time.perf_counter() - started})
     arrays = ArrayRecord(state)
     for rnd in range(done + 1, fed_cfg.rounds + 1):
         started = time.perf_counter()
@@ -135,7 +153,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         round_nodes = [mapping[p] for p in chosen if p in mapping] if partial else nodes
         messages = list(strategy.configure_train(rnd, arrays, ConfigRecord({"server-round": rnd}),
                                                  SubsetGrid(grid, round_nodes)))
-        replies = list(grid.send_and_receive(messages, timeout=fed_cfg.round_timeout))
+        replies = exchange(grid, messages, fed_cfg.round_timeout)
         good, failed, rejected = screen(replies)
         missing = len(messages) - len(replies)  # no answer within round_timeout
         if len(good) < need:
@@ -165,7 +183,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
                 if p in mapping]
             ev = strategy.configure_evaluate(rnd, arrays, ConfigRecord({"server-round": rnd}),
                                              SubsetGrid(grid, eval_nodes))
-            ev_good, _, _ = screen(grid.send_and_receive(ev, timeout=fed_cfg.round_timeout))
+            ev_good, _, _ = screen(exchange(grid, ev, fed_cfg.round_timeout))
             record["clients_eval"] = _metrics(strategy.aggregate_evaluate(rnd, ev_good) if ev_good else None)
         record["server"] = run.evaluate(state)
         record["train_seconds"] = train_seconds  # sampling, local training, transfer, aggregation

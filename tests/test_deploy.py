@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -168,16 +169,25 @@ def _run_args(out: Path, clients: int, *overrides: str) -> list[str]:
     return args
 
 
+def _ours(flwr_home: str) -> list[str]:
+    """Processes of this deployment: they all inherit its private FLWR_HOME."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            if p.pid != os.getpid() and p.environ().get("FLWR_HOME") == flwr_home:
+                found.append(f"{p.pid} {' '.join(p.info['cmdline'] or [])[:100]}")
+    return found
+
+
 @pytest.fixture()
-def deployment(tmp_path, data_root, flower_processes):
-    started = time.time()
+def deployment(tmp_path, data_root):
     dep = Deployment(tmp_path, data_root)
     try:
         yield dep
     finally:
         dep.stop()
     assert all(p.returncode is not None for p in dep.procs)
-    assert flower_processes(started) == []  # every started process was stopped by PID
+    assert _ours(dep.env["FLWR_HOME"]) == []  # every started process was stopped by PID
 
 
 def test_tls_deployment_with_two_registered_nodes(deployment):
