@@ -134,10 +134,13 @@ def run_superlink(certs: Path | None, host: str, port: int, auth: bool = True, d
     argv = superlink_argv(certs, host, port, auth, database)
     _port_free(host, port)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    ca = certificate_files(certs).ca_cert if certs is not None else None
-    if ca is not None and local not in certificate_hosts(certificate_files(certs).server_cert):
-        echo(f"note: {certificate_files(certs).server_cert} is not valid for {local}; nodes must use one of "
-             f"{', '.join(certificate_hosts(certificate_files(certs).server_cert))}")
+    ca = None
+    if certs is not None:
+        files = certificate_files(certs)
+        ca, valid = files.ca_cert, certificate_hosts(files.server_cert)
+        if local not in valid:
+            echo(f"note: {files.server_cert} is valid for {', '.join(valid)}, not {local}: nodes and `flwr run` "
+                 f"must use one of those names")
     write_connection(FLWR_HOME, CONNECTION, connection_for(f"{local}:{port}", ca))
     echo(f"connection '{CONNECTION}' written to {FLWR_HOME / 'config.toml'}"
          + ("; register nodes with `fedrobust deploy register NODE.pub`" if auth else ""))
