@@ -82,7 +82,8 @@ def main() -> int:
 
     lines = ["# Reference robustness study (sweep issue)", "", f"Command: `{command()}`  ",
              f"Machine: {describe()}", "",
-             "Federated resnet18, 10 hospitals with Dirichlet(0.5) label skew, FedAvg (configs/fed_*_resnet18.toml); "
+             f"Federated {', '.join(dict.fromkeys(r[1] for r in rows))}, 10 hospitals with Dirichlet(0.5) label skew, "
+             "FedAvg (configs/fed_*_resnet18.toml, `model.name` as in the model column); "
              "defense = local adversarial augmentation of the clients (mode @ ε), and/or distillation into the "
              "139 k-parameter student on the server's val split; the ONNX int8 student is the deployed edge model. "
              "Accuracy on the official test split. White-box attacks are crafted on each model's torch weights "
