@@ -145,7 +145,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     if done == 0:
         started = time.perf_counter()
         server = run.evaluate(state)
-        run.run.log({"round": 0, "server": server, "seconds": time.perf_counter() - started})
+        run.run.log({"round": 0, "server": server, "seconds": time.perf_counter() - started, "time": time.time()})
     arrays = ArrayRecord(state)
     for rnd in range(done + 1, fed_cfg.rounds + 1):
         started = time.perf_counter()
