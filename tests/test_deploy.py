@@ -162,7 +162,7 @@ class Deployment:
 def _run_args(out: Path, clients: int, *overrides: str) -> list[str]:
     sets = [f"run.out_dir='{out}'", "run.name=deployed", "model.name=student", f"partition.num_clients={clients}",
             "federation.local_epochs=1", "augment.warmup_epochs=0", "distill.epochs=1", "export.teacher=false",
-            "sweep.max_images=32", "sweep.eps=[0.01]", "sweep.attacks=['fgsm', 'pgd']", *overrides]
+            "sweep.max_images=16", "sweep.eps=[0.01]", "sweep.attacks=['fgsm']", *overrides]
     args = ["deploy", "run", "--config", str(REPO / "configs" / "quickstart.toml")]
     for s in sets:
         args += ["--set", s]
@@ -239,31 +239,30 @@ def test_tls_deployment_with_two_registered_nodes(deployment):
 
 
 def test_killed_node_continues_or_stops_clearly(deployment):
-    """3 nodes, at least 2 usable updates per round: after a node is killed the next round
-    completes with the other two; after a second one is killed the run stops with one line."""
+    """2 nodes, at least 1 usable update per round (the default federation.min_replies): a node killed
+    once the run has started leaves a round that completes with the other; when the last one is
+    killed the run stops with one line instead of carrying on without clients."""
     dep = deployment
-    keys = [dep.key(f"hospital-{i}") for i in range(3)]
+    keys = [dep.key(f"hospital-{i}") for i in range(2)]
     dep.superlink()
     assert dep.fedrobust("deploy", "register", *(str(k.with_suffix(".pub")) for k in keys)).returncode == 0
-    nodes = [dep.supernode(k, i, 3, "--data-root", str(dep.data_root)) for i, k in enumerate(keys)]
+    nodes = [dep.supernode(k, i, 2, "--data-root", str(dep.data_root)) for i, k in enumerate(keys)]
     out = dep.root / "runs"
     runner = subprocess.Popen([sys.executable, "-m", "fedrobust", *_run_args(
-        out, 3, "federation.rounds=3", "federation.min_replies=2", "distill.enabled=false", "export.enabled=false",
-        "sweep.enabled=false")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dep.env, cwd=REPO)
+        out, 2, "federation.rounds=2", "distill.enabled=false", "export.enabled=false", "sweep.enabled=false")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dep.env, cwd=REPO)
     dep.procs.append(runner)
     assert runner.stdout is not None
     for line in runner.stdout:
-        if "round   1/3" in line:
-            nodes[2].send_signal(signal.SIGTERM)
-            nodes[2].wait(timeout=60)
-        if "round   2/3" in line:
-            nodes[1].send_signal(signal.SIGTERM)
-            nodes[1].wait(timeout=60)
+        victim = 1 if "run directory" in line else 0 if "round   1/2" in line else None  # both nodes joined
+        if victim is not None:
+            nodes[victim].send_signal(signal.SIGTERM)
+            nodes[victim].wait(timeout=60)
     _, err = runner.communicate(timeout=300)
     assert runner.returncode == 2, err[-3000:]
-    assert "round 3: only 1 of 3 clients sent a usable update, 2 needed" in err and "--resume" in err
+    assert "round 2: only 0 of 2 clients sent a usable update, 1 needed" in err and "--resume" in err
     assert err.strip().count("\n") == 0 and "Traceback" not in err
     (run,) = out.iterdir()
     rounds = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in rounds] == [0, 1, 2]
-    assert (rounds[1]["replies"], rounds[2]["replies"], rounds[2]["failures"] + rounds[2]["missing"]) == (3, 2, 1)
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert (rounds[1]["replies"], rounds[1]["failures"] + rounds[1]["missing"]) == (1, 1)

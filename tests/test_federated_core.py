@@ -108,12 +108,23 @@ def test_fault_injection(data_root):
         (["federation.strategy=krum", "federation.num_malicious=1", "partition.num_clients=4"], "needs at least 5"),
         (["federation.strategy=bulyan", "federation.num_malicious=1", "partition.num_clients=6"], "needs at least 7"),
         (["federation.strategy=multikrum", "federation.multikrum_select=5", "partition.num_clients=4"], "exceeds"),
+        (["federation.min_replies=3", "partition.num_clients=4", "federation.fraction_train=0.5"],
+         "min_replies: 3 exceeds the 2 clients sampled"),
     ],
 )
 def test_impossible_federations_fail_at_start(data_root, overrides, match):
     cfg = load_config(None, [f"data.root='{data_root}'", "partition.min_samples=1", *overrides])
     with pytest.raises(ConfigError, match=match):
         check_federation(cfg, _labels(data_root))
+
+
+def test_a_round_needs_the_larger_of_min_replies_and_the_strategys_bound():
+    from fedrobust.federated import min_replies
+
+    assert min_replies(load_config(None, ["federation.min_replies=2"])) == 2
+    krum = ["federation.strategy=krum", "federation.num_malicious=1"]
+    assert min_replies(load_config(None, krum)) == 5
+    assert min_replies(load_config(None, [*krum, "federation.min_replies=7"])) == 7
 
 
 def _labels(data_root):
