@@ -44,19 +44,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log_file: Path,
-                  what: str = "the SuperLink", host: str = "127.0.0.1") -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log_file: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_file.read_text()[-600:] if log_file.exists() else ""
-            raise FedrobustError(f"{what} exited at start (code {proc.returncode}); see {log_file}: "
+            raise FedrobustError(f"the SuperLink exited at start (code {proc.returncode}); see {log_file}: "
                                  + " ".join(tail.split())[-300:])
         with socket.socket() as s:
-            if s.connect_ex((host, port)) == 0:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise FedrobustError(f"{what} did not open port {port} within {timeout:.0f}s; see {log_file}")
+    raise FedrobustError(f"the SuperLink did not open port {port} within {timeout:.0f}s; see {log_file}")
 
 
 def _marked(marker: str, workdir: Path | None = None) -> list[psutil.Process]:

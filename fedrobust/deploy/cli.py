@@ -8,6 +8,7 @@ from pathlib import Path
 
 DEFAULT_CERTS = Path("deploy/certs")
 DEFAULT_KEYS = Path("deploy/keys")
+CONNECTION = "fedrobust-deploy"  # the connection `deploy superlink` writes to .flwr/config.toml
 
 WALKTHROUGH = """walk-through (one server, two hospitals; see README "Real clients"):
   server$ fedrobust deploy certs --host server.hospital.org --host 10.0.0.5
@@ -124,7 +125,7 @@ def add_deploy_parser(sub: argparse._SubParsersAction, add_config_args, load) ->
     p = steps.add_parser("register", help="admit SuperNodes by their public keys",
                          description="Register each NAME.pub with the running SuperLink (flwr supernode register).")
     p.add_argument("public_keys", nargs="+", type=Path, metavar="NODE.pub")
-    p.add_argument("--connection", default="fedrobust-deploy", help="connection name in .flwr/config.toml")
+    p.add_argument("--connection", default=CONNECTION, help="connection name in .flwr/config.toml")
     p.set_defaults(func=cmd_register)
 
     p = steps.add_parser("supernode", help="start one SuperNode (foreground; Ctrl-C stops it)",
@@ -154,7 +155,7 @@ def add_deploy_parser(sub: argparse._SubParsersAction, add_config_args, load) ->
                                      "the run directory (metrics, checkpoints, distill/, export/, sweep) there.")
     add_config_args(p)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--connection", default="fedrobust-deploy", help="connection name in .flwr/config.toml")
+    p.add_argument("--connection", default=CONNECTION, help="connection name in .flwr/config.toml")
     p.add_argument("--superlink", metavar="HOST:PORT", help="(re)write the connection to this address first")
     p.add_argument("--root-certificates", type=Path, default=DEFAULT_CERTS / "ca.crt", metavar="CA.crt",
                    help="CA certificate for --superlink")
