@@ -1,0 +1,108 @@
+"""Is the black-box attacker of the robustness study weak because the model is robust, or because it
+had only 100 queries? Square (score-based, queries only the onnxruntime session) against the exported
+students at several query budgets, next to white-box PGD crafted on the torch student and scored by
+the same runtime. Reads finished runs (distilled + exported); writes nothing into them.
+
+    python benchmarks/square_queries.py RUN_DIR [RUN_DIR ...] [--queries 100 300 1000] [--eps 0.005 0.0314]
+        [--set sweep.max_images=200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import command, describe, write_report
+
+from fedrobust.checkpoint import run_config
+from fedrobust.errors import FedrobustError
+from fedrobust.report.single import chance_rate
+from fedrobust.sweep.cells import Cell, craft
+from fedrobust.sweep.run import sweep_images
+from fedrobust.sweep.targets import load_targets
+from fedrobust.train.evaluate import score_logits
+
+ROOT = Path(__file__).resolve().parents[1]
+TOL = 0.02  # the sweep's own tolerance for "black-box is not stronger than white-box"
+
+
+def study(run: Path, queries: list[int], eps_grid: list[float], targets: list[str], overrides: list[str],
+          log) -> list[dict]:
+    cfg = run_config(run, [f"sweep.targets={targets}", *overrides])
+    found = load_targets(cfg, run)
+    if not found:
+        raise FedrobustError(f"{run}: no exported student ({', '.join(targets)}); run `fedrobust export {run}` first")
+    data = sweep_images(cfg)
+    chance = chance_rate(data.labels.numpy())
+    rows = []
+    for target in found:
+        clean = score_logits(target.logits(data.images), data)["acc"]
+        for eps in eps_grid:
+            x, _ = craft(Cell(target.name, "pgd", eps), target, target.source, data.images, data.labels, cfg.sweep,
+                         cfg.run.seed)
+            row = {"run": run.name, "dataset": cfg.data.dataset, "model": cfg.model.name, "augment": cfg.augment.mode,
+                   "target": target.name, "eps": eps, "n": len(data), "chance": chance, "clean": clean,
+                   "pgd": score_logits(target.logits(x), data)["acc"]}
+            for q in queries:
+                started = time.perf_counter()
+                w = replace(cfg.sweep, square_queries=q)
+                x, extra = craft(Cell(target.name, "square", eps), target, target.source, data.images, data.labels,
+                                 w, cfg.run.seed)
+                row[f"square{q}"] = score_logits(target.logits(x), data)["acc"]
+                row[f"queries{q}"] = extra["mean_queries"]
+                row[f"seconds{q}"] = time.perf_counter() - started
+            log(f"{run.name} {target.name} eps {eps:g}: clean {clean:.3f} pgd {row['pgd']:.3f} "
+                + " ".join(f"sq{q} {row[f'square{q}']:.3f}" for q in queries))
+            rows.append(row)
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--queries", nargs="+", type=int, default=[100, 300, 1000])
+    p.add_argument("--eps", nargs="+", type=float, default=[0.005, 8 / 255])
+    p.add_argument("--targets", nargs="+", default=["onnx_int8"], help="onnx_fp32 and/or onnx_int8")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override the run's config, e.g. --set sweep.max_images=200 (a seeded sample of test)")
+    p.add_argument("--out", default=str(ROOT / "docs/results/square_queries.md"))
+    args = p.parse_args()
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    rows: list[dict] = []
+    try:
+        for run in args.runs:
+            rows += study(run, sorted(args.queries), args.eps, args.targets, args.overrides, log)
+    except (FedrobustError, FileNotFoundError) as exc:
+        print(f"square_queries: error: {exc}", file=sys.stderr)
+        return 2
+    qs = sorted(args.queries)
+    head = ["run", "evaluated model", "n", "ε", "constant guess", "clean", "PGD (white-box)",
+            *[f"Square {q} q" for q in qs], "mean queries used", "Square ≥ PGD − 0.02"]
+    lines = ["# Square (black-box) at several query budgets vs white-box PGD", "", f"Command: `{command()}`  ",
+             f"Machine: {describe()}", "",
+             "Accuracy on the official test split (n images; fewer than the split = a seeded sample, "
+             "`sweep.max_images`). PGD: the sweep's PGD (steps and restarts from each run's config), crafted on "
+             "the torch student and scored by the ONNX runtime named in the row. Square: the "
+             "sweep's Square attack (L∞, margin loss, p_init 0.05, schedule rescaled to the budget), querying only "
+             "that onnxruntime session; 'mean queries used' is per image at the largest budget (an image stops "
+             "costing queries once it is misclassified). The last column is the study's sanity check: a black-box "
+             "attacker should not beat the white-box one by more than the sweep's tolerance.", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        squares = [r[f"square{q}"] for q in qs]
+        ok = "yes" if min(squares) >= r["pgd"] - TOL else "**no**"
+        lines.append(f"| {r['run']} | {r['target']} | {r['n']} | {r['eps']:.4g} | {r['chance']:.3f} | "
+                     f"{r['clean']:.3f} | {r['pgd']:.3f} | " + " | ".join(f"{s:.3f}" for s in squares)
+                     + f" | {r[f'queries{qs[-1]}']:.0f} | {ok} |")
+    seconds = {q: sum(r[f"seconds{q}"] for r in rows) for q in qs}
+    lines += ["", "Square time, all rows: " + ", ".join(f"{q} queries {s:.0f} s" for q, s in seconds.items()), ""]
+    print(write_report(args.out, lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
