@@ -128,21 +128,56 @@ def test_interrupted_run_resumes_to_the_same_result(data_root, tmp_path, full_ru
     assert a["acc"] == b["acc"]
 
 
-def test_sampling_faults_and_client_evaluation(data_root, tmp_path):
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """A Ray head started by `ray start` (as a user would), stopped afterwards; yields its address."""
+    cluster_dir = tmp_path / "cluster"
+    cluster_dir.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray = str(Path(sys.executable).parent / "ray")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    pointer = Path("/tmp/ray/ray_current_cluster")  # `ray start` records itself here for later ray.init()
+    saved = pointer.read_text() if pointer.exists() else None
+    subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false",
+                    "--disable-usage-stats"], cwd=cluster_dir, env=env, check=True, capture_output=True, timeout=120)
+    try:
+        yield f"127.0.0.1:{port}"
+        status = subprocess.run([ray, "status", "--address", f"127.0.0.1:{port}"], capture_output=True, text=True,
+                                env=env, timeout=60)
+        assert status.returncode == 0, "the cluster must survive the simulation"
+    finally:
+        for p in psutil.process_iter():  # stop only the cluster this fixture started
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                if Path(p.cwd()) == cluster_dir:
+                    p.kill()
+        if saved is None:
+            pointer.unlink(missing_ok=True)
+        else:
+            pointer.write_text(saved)
+
+
+def test_faults_and_sampling_on_an_existing_ray_cluster(data_root, tmp_path, ray_cluster):
     """5 clients, 80 % sampled (seeded, by partition): one sampled client raises, one sends NaN.
-    The ServerApp also recalibrates BatchNorm on val, then distills and exports after the last round."""
+    The ServerApp also recalibrates BatchNorm on val, then distills and exports after the last round.
+    The run joins a Ray cluster started beforehand (`simulation.ray_address`) and leaves it running
+    (one simulation for both: each costs ~40 s of start-up in a suite that must stay under 10 min)."""
     from fedrobust.federated import sample_partitions
 
     chosen = sample_partitions(load_config(None, ["partition.num_clients=5", "federation.fraction_train=0.8"]), 1)
     assert len(chosen) == 4
-    result = _simulate(data_root, tmp_path, "partition.num_clients=5", "federation.fraction_train=0.8",
+    out = tmp_path / "runs"
+    result = _simulate(data_root, out, f"simulation.ray_address='{ray_cluster}'",
+                       "partition.num_clients=5", "federation.fraction_train=0.8",
                        "federation.fraction_evaluate=1.0", "federation.rounds=1",
                        f"faults.fail_partitions=[{chosen[0]}]", f"faults.nonfinite_partitions=[{chosen[1]}]",
                        "federation.bn_recalibration=val", "distill.enabled=true", "distill.epochs=1",
                        "export.enabled=true", "export.teacher=false", "sweep.enabled=true", "sweep.max_images=32",
                        "sweep.eps=[0.01]", "sweep.attacks=['fgsm', 'pgd', 'square']", "sweep.square_queries=20")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    (run,) = tmp_path.iterdir()
+    assert f"Ray at {ray_cluster}" in result.stdout
+    (run,) = out.iterdir()
     r = _metrics(run)[1]
     assert (r["sampled"], r["replies"], r["failures"], r["rejected_nonfinite"]) == (4, 2, 1, 1)
     assert r["aggregated"] is True
@@ -181,35 +216,3 @@ def test_ctrl_c_stops_everything(data_root, tmp_path, flower_processes):
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err[-2000:]
     assert flower_processes(started) == []
-
-
-def test_simulation_on_an_existing_ray_cluster(data_root, tmp_path):
-    """`simulation.ray_address` joins a running Ray cluster; fedrobust leaves the cluster running."""
-    cluster_dir = tmp_path / "cluster"
-    cluster_dir.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ray = str(Path(sys.executable).parent / "ray")
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-    pointer = Path("/tmp/ray/ray_current_cluster")  # `ray start` records itself here for later ray.init()
-    saved = pointer.read_text() if pointer.exists() else None
-    subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard=false",
-                    "--disable-usage-stats"], cwd=cluster_dir, env=env, check=True, capture_output=True, timeout=120)
-    try:
-        result = _simulate(data_root, tmp_path / "runs", "federation.rounds=1",
-                           f"simulation.ray_address='127.0.0.1:{port}'")
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        assert f"Ray at 127.0.0.1:{port}" in result.stdout
-        status = subprocess.run([ray, "status", "--address", f"127.0.0.1:{port}"], capture_output=True, text=True,
-                                env=env, timeout=60)
-        assert status.returncode == 0, "the cluster must survive the simulation"
-    finally:
-        for p in psutil.process_iter():  # stop only the cluster this test started
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                if Path(p.cwd()) == cluster_dir:
-                    p.kill()
-        if saved is None:
-            pointer.unlink(missing_ok=True)
-        else:
-            pointer.write_text(saved)
