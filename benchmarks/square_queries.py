@@ -15,9 +15,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command, describe, write_report
 
+from fedrobust.attacks.square import margins
 from fedrobust.checkpoint import run_config
 from fedrobust.errors import FedrobustError
 from fedrobust.report.single import chance_rate
@@ -28,6 +32,24 @@ from fedrobust.train.evaluate import score_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 0.02  # the sweep's own tolerance for "black-box is not stronger than white-box"
+
+
+def flat_share(target, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, p_init: float = 0.05) -> float:
+    """Share of images whose margin does not move at all under one Square-sized proposal (a window of
+    p_init of the pixels set to +-eps). Square keeps a proposal only if the margin strictly falls,
+    so on flat (e.g. quantized) scores it learns nothing from such a query."""
+    rng = np.random.default_rng(seed)
+    xs, ys = x.numpy(), y.numpy()
+    n, _, h, w = xs.shape
+    side = max(1, round(float(np.sqrt(p_init * h * w))))
+    moved = xs.copy()
+    for i in range(n):
+        r, c = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+        window = moved[i, :, r:r + side, c:c + side]
+        moved[i, :, r:r + side, c:c + side] = np.clip(window + rng.choice([-1.0, 1.0]) * eps, 0, 1)
+    before = margins(target.logits(x), ys)
+    after = margins(target.logits(torch.from_numpy(moved)), ys)
+    return float(np.mean(before == after))
 
 
 def study(run: Path, queries: list[int], eps_grid: list[float], targets: list[str], overrides: list[str],
@@ -46,7 +68,8 @@ def study(run: Path, queries: list[int], eps_grid: list[float], targets: list[st
                          cfg.run.seed)
             row = {"run": run.name, "dataset": cfg.data.dataset, "model": cfg.model.name, "augment": cfg.augment.mode,
                    "target": target.name, "eps": eps, "n": len(data), "chance": chance, "clean": clean,
-                   "pgd": score_logits(target.logits(x), data)["acc"]}
+                   "pgd": score_logits(target.logits(x), data)["acc"],
+                   "flat": flat_share(target, data.images, data.labels, eps, cfg.run.seed)}
             for q in queries:
                 started = time.perf_counter()
                 w = replace(cfg.sweep, square_queries=q)
@@ -81,7 +104,7 @@ def main() -> int:
         return 2
     qs = sorted(args.queries)
     head = ["run", "evaluated model", "n", "ε", "constant guess", "clean", "PGD (white-box)",
-            *[f"Square {q} q" for q in qs], "mean queries used", "Square ≥ PGD − 0.02"]
+            *[f"Square {q} q" for q in qs], "mean queries used", "flat proposals", "Square ≥ PGD − 0.02"]
     lines = ["# Square (black-box) at several query budgets vs white-box PGD", "", f"Command: `{command()}`  ",
              f"Machine: {describe()}", "",
              "Accuracy on the official test split (n images; fewer than the split = a seeded sample, "
@@ -89,15 +112,17 @@ def main() -> int:
              "the torch student and scored by the ONNX runtime named in the row. Square: the "
              "sweep's Square attack (L∞, margin loss, p_init 0.05, schedule rescaled to the budget), querying only "
              "that onnxruntime session; 'mean queries used' is per image at the largest budget (an image stops "
-             "costing queries once it is misclassified). The last column is the study's sanity check: a black-box "
-             "attacker should not beat the white-box one by more than the sweep's tolerance.", "",
+             "costing queries once it is misclassified). 'Flat proposals': share of images whose margin does not "
+             "change at all under one random Square-sized proposal at that ε (Square keeps only strict "
+             "improvements, so such queries teach it nothing). The last column is the study's sanity check: a "
+             "black-box attacker should not beat the white-box one by more than the sweep's tolerance.", "",
              "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         squares = [r[f"square{q}"] for q in qs]
         ok = "yes" if min(squares) >= r["pgd"] - TOL else "**no**"
         lines.append(f"| {r['run']} | {r['target']} | {r['n']} | {r['eps']:.4g} | {r['chance']:.3f} | "
                      f"{r['clean']:.3f} | {r['pgd']:.3f} | " + " | ".join(f"{s:.3f}" for s in squares)
-                     + f" | {r[f'queries{qs[-1]}']:.0f} | {ok} |")
+                     + f" | {r[f'queries{qs[-1]}']:.0f} | {r['flat']:.0%} | {ok} |")
     seconds = {q: sum(r[f"seconds{q}"] for r in rows) for q in qs}
     lines += ["", "Square time, all rows: " + ", ".join(f"{q} queries {s:.0f} s" for q, s in seconds.items()), ""]
     print(write_report(args.out, lines))
