@@ -90,6 +90,7 @@ def sequential_run(cfg: ExperimentConfig, log=print) -> dict[str, Any]:
     strategy = build_strategy(fed)
     run.run.log({"round": 0, "server": run.evaluate(state)})
     arrays = ArrayRecord(state)
+    optimizers: dict[int, dict] = {}  # partition id -> optimizer state kept between rounds
     for rnd in range(1, fed.rounds + 1):
         started = time.perf_counter()
         chosen = sample_partitions(cfg, rnd)
@@ -97,8 +98,12 @@ def sequential_run(cfg: ExperimentConfig, log=print) -> dict[str, Any]:
         replies = []
         for msg in sorted(messages, key=lambda m: m.metadata.dst_node_id):
             config = msg.content["config"]
-            new_state, metrics = LocalClient(cfg, msg.metadata.dst_node_id - 1).train(
-                msg.content["arrays"].to_torch_state_dict(), rnd, float(config.get("proximal-mu", 0.0)))
+            pid = msg.metadata.dst_node_id - 1
+            client = LocalClient(cfg, pid)
+            new_state, metrics = client.train(msg.content["arrays"].to_torch_state_dict(), rnd,
+                                              float(config.get("proximal-mu", 0.0)), optimizers.get(pid))
+            if client.optimizer_state is not None:  # federation.keep_optimizer_state, as context.state does
+                optimizers[pid] = client.optimizer_state
             replies.append(Message(content=RecordDict({"arrays": ArrayRecord(new_state),
                                                        "metrics": MetricRecord(metrics)}), reply_to=msg))
         new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)

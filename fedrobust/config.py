@@ -131,6 +131,7 @@ class FederationSection:
     keep_checkpoints: int = 2  # per-round global checkpoints kept (the newest)
     select: str = "last"  # final model: last round, or the round best on the server's val split
     bn_recalibration: str = "none"  # "val": re-estimate BatchNorm stats of each global model on val
+    keep_optimizer_state: bool = False  # clients carry their optimizer state (Adam moments) from round to round
 
 
 @dataclass

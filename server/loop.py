@@ -134,6 +134,9 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     say(f"run directory {run.run.path.resolve()}")
     if done:
         say(f"resuming after round {done} of {fed_cfg.rounds}")
+        if fed_cfg.keep_optimizer_state:
+            say("clients' optimizer states were not checkpointed: they start afresh, so rounds after the "
+                "resume differ from an uninterrupted run")
     alt = sorted(alt_partitions(cfg))
     if alt:
         say(f"partitions {alt} train with [alt_augment] mode={cfg.alt_augment.mode}")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fedrobust.config import load_config
-from fedrobust.errors import ConfigError
+from fedrobust.errors import ConfigError, FedrobustError
 from fedrobust.federated import LocalClient, alt_partitions, check_federation, is_finite_state, sample_partitions
 from fedrobust.federated.client import InjectedFault
 
@@ -65,7 +65,8 @@ def test_local_update_is_deterministic_and_reports_metrics(data_root):
     assert not all(torch.equal(s1[k], init[k]) for k in s1)
     assert m1["num-examples"] == len(client.train_data())
     assert m1["adv-share"] == pytest.approx(0.5, abs=0.02)
-    assert set(m1) == {"num-examples", "train-loss", "train-acc", "adv-share", "seconds"}
+    assert set(m1) == {"num-examples", "train-loss", "train-acc", "adv-share", "optimizer-steps", "seconds"}
+    assert m1["optimizer-steps"] == -(-m1["num-examples"] // 64) and client.optimizer_state is None
     ev = client.evaluate(s1)
     assert 0 <= ev["client-test-acc"] <= 1 and ev["num-examples"] == len(client.test_data())
 
@@ -77,6 +78,22 @@ def test_alt_clients_use_the_alternative_policy(data_root):
         client = LocalClient(cfg, pid)
         _, m = client.train(client.build_model().state_dict(), 1)
         assert (m["adv-share"] == 0) == (pid in alt)
+
+
+def test_kept_optimizer_state_continues_adam(data_root):
+    cfg = _cfg(data_root, "federation.keep_optimizer_state=true")
+    client = LocalClient(cfg, 0)
+    init = client.build_model().state_dict()
+    state1, m1 = client.train(init, 1)
+    kept = client.optimizer_state
+    fresh, _ = client.train(state1, 2)
+    carried, m2 = client.train(state1, 2, optimizer_state=kept)
+    assert m2["optimizer-steps"] == 2 * m1["optimizer-steps"]
+    assert int(client.optimizer_state["optimizer"]["state"][0]["step"]) == m2["optimizer-steps"]
+    assert not all(torch.equal(fresh[k], carried[k]) for k in fresh)
+    other = LocalClient(_cfg(data_root, "federation.keep_optimizer_state=true", "model.name=resnet18"), 0)
+    with pytest.raises(FedrobustError, match="does not fit this model"):
+        other.train(other.build_model().state_dict(), 2, optimizer_state=kept)
 
 
 def test_proximal_term_keeps_the_update_near_the_global_model(data_root):

@@ -67,7 +67,7 @@ def _metrics(run: Path) -> list[dict]:
 def full_run(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
     started = time.time()
-    result = _simulate(data_root, out)
+    result = _simulate(data_root, out, "federation.keep_optimizer_state=true")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run,) = out.iterdir()
     return run, result, started
@@ -85,6 +85,8 @@ def test_simulation_writes_a_complete_run_directory(full_run):
         assert r["num_examples"] == 546 and 0 < r["clients"]["adv-share"] < 1
         assert 0 <= r["server"]["acc"] <= 1 and r["server"]["fgsm_acc"] <= r["server"]["acc"] + 1e-9
         assert 0 <= r["server"]["val_auc"] <= 1  # quickstart selects the final model on val
+    # each node's Adam state lives in Flower's context.state between rounds, across Ray workers
+    assert rounds[2]["clients"]["optimizer-steps"] == pytest.approx(2 * rounds[1]["clients"]["optimizer-steps"])
     summary = json.loads((run / "summary.json").read_text())
     assert summary["kind"] == "federated" and summary["rounds"] == 2 and summary["clients"] == 3
     assert "round   2/2" in result.stdout and str(run) in result.stdout

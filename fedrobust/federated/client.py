@@ -19,7 +19,7 @@ from fedrobust.errors import FedrobustError
 from fedrobust.federated.plan import alt_partitions, local_seed
 from fedrobust.models import build_model
 from fedrobust.train.evaluate import evaluate
-from fedrobust.train.local import make_optimizer, train_epoch
+from fedrobust.train.local import load_optimizer_state, make_optimizer, train_epoch
 
 StateDict = dict[str, torch.Tensor]
 
@@ -72,6 +72,7 @@ class LocalClient:
         self.num_partitions = num
         self.uses_alt_policy = partition_id in alt_partitions(cfg)
         self.data_file = data_file  # the node's own dataset, used whole instead of a shard of the shared one
+        self.optimizer_state: dict[str, Any] | None = None  # after train(), when federation.keep_optimizer_state
 
     # data ---------------------------------------------------------------------------------------
     def _data_key(self) -> tuple:
@@ -111,8 +112,14 @@ class LocalClient:
         return model
 
     # work ---------------------------------------------------------------------------------------
-    def train(self, state: StateDict, server_round: int, proximal_mu: float = 0.0) -> tuple[StateDict, dict[str, Any]]:
-        """Local epochs from the global ``state``; returns new weights and metrics."""
+    def train(self, state: StateDict, server_round: int, proximal_mu: float = 0.0,
+              optimizer_state: dict[str, Any] | None = None) -> tuple[StateDict, dict[str, Any]]:
+        """Local epochs from the global ``state``; returns new weights and metrics.
+
+        ``optimizer_state`` (``self.optimizer_state`` after this client's previous round) continues
+        Adam's moment estimates instead of restarting them: with a few local steps per round, a fresh
+        Adam takes near-sign-sized steps. Kept only when ``federation.keep_optimizer_state``.
+        """
         cfg = self.cfg
         if self.partition_id in cfg.faults.fail_partitions:
             raise InjectedFault(f"partition {self.partition_id} fails on purpose ([faults] fail_partitions)")
@@ -123,6 +130,9 @@ class LocalClient:
         model = self._work_model(state)
         anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
         optimizer = make_optimizer(model, cfg.train)
+        if optimizer_state is not None:
+            load_optimizer_state(optimizer, optimizer_state["optimizer"])
+        steps_before = int(optimizer_state["steps"]) if optimizer_state is not None else 0
         aug = cfg.alt_augment if self.uses_alt_policy else cfg.augment
         policy = AdversarialPolicy(aug, torch.Generator().manual_seed(seed + 1))
         classic = ClassicAugment(aug.classic, cfg.data.image_size, aug.rotation_degrees, aug.crop_padding, aug.jitter)
@@ -135,6 +145,9 @@ class LocalClient:
             stats.append(train_epoch(model, data.images, data.labels, optimizer, cfg.train, policy, classic,
                                      global_epoch, generator, proximal_mu=proximal_mu, anchor=anchor))
         new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        steps = steps_before + sum(s.steps for s in stats)
+        if cfg.federation.keep_optimizer_state:
+            self.optimizer_state = {"optimizer": optimizer.state_dict(), "steps": steps}
         if self.partition_id in cfg.faults.nonfinite_partitions:
             first = next(k for k, v in new_state.items() if v.is_floating_point())
             new_state[first] = torch.full_like(new_state[first], float("nan"))
@@ -144,6 +157,7 @@ class LocalClient:
             "train-loss": float(np.mean([s.loss for s in stats])),
             "train-acc": last.accuracy,
             "adv-share": float(np.mean([s.adv_share for s in stats])),
+            "optimizer-steps": steps,  # since the run began when the optimizer state is kept, else this round
             "seconds": time.perf_counter() - started,
         }
         return new_state, metrics

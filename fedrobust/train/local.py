@@ -11,6 +11,7 @@ from torch import nn
 from fedrobust.attacks import classification_loss
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import TrainSection
+from fedrobust.errors import FedrobustError
 from fedrobust.train.batches import iterate_batches
 
 
@@ -23,6 +24,7 @@ class EpochStats:
     num_examples: int  # clean samples seen
     adv_share: float  # adversarial samples / samples trained on
     seconds: float
+    steps: int = 0  # optimizer steps taken
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -35,6 +37,17 @@ def make_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Continue from a saved optimizer state; the learning rate and betas stay the config's."""
+    groups = [{k: v for k, v in g.items() if k == "params"} | {k: v for k, v in cur.items() if k != "params"}
+              for g, cur in zip(state.get("param_groups", []), optimizer.state_dict()["param_groups"], strict=False)]
+    try:
+        optimizer.load_state_dict({"state": state["state"], "param_groups": groups})
+    except (KeyError, ValueError) as err:
+        raise FedrobustError(f"the saved optimizer state does not fit this model ({err}); "
+                             "start the run afresh or set federation.keep_optimizer_state=false") from None
 
 
 def _fused_step(
@@ -79,7 +92,7 @@ def train_epoch(
     adversarial = policy is not None and policy.active(epoch)
     fused = adversarial and policy.cfg.fused
     start = time.perf_counter()
-    loss_sum, trained, adv_total, correct, clean_seen = 0.0, 0, 0, 0, 0
+    loss_sum, trained, adv_total, correct, clean_seen, steps = 0.0, 0, 0, 0, 0, 0
     for xb, yb in iterate_batches(x, y, cfg.batch_size, shuffle=True, generator=generator,
                                   drop_last_singleton=True):
         if classic:
@@ -101,6 +114,7 @@ def train_epoch(
                     if p.grad is not None:
                         p.grad.add_(p - p0, alpha=proximal_mu)
         optimizer.step()
+        steps += 1
         loss_sum += batch_loss
         trained += n_trained
         adv_total += n_adv
@@ -114,4 +128,5 @@ def train_epoch(
         num_examples=clean_seen,
         adv_share=adv_total / max(trained, 1),
         seconds=time.perf_counter() - start,
+        steps=steps,
     )
