@@ -96,6 +96,27 @@ def test_kept_optimizer_state_continues_adam(data_root):
         other.train(other.build_model().state_dict(), 2, optimizer_state=kept)
 
 
+def test_global_average_is_an_ema_of_weights_with_the_newest_buffers():
+    from fedrobust.federated.averaging import GlobalAverage
+    from fedrobust.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("student", 1, 2, 28)
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = {k: (v + 1 if v.is_floating_point() else v + 3) for k, v in a.items()}
+    average = GlobalAverage(model, decay=0.75)
+    first = average.update(a)
+    assert all(torch.equal(first[k], a[k]) for k in a)  # the first model starts the average
+    second = average.update(b)
+    params = {k for k, _ in model.named_parameters()}
+    assert params and all(torch.allclose(second[k], 0.75 * a[k] + 0.25 * b[k]) for k in params)
+    assert all(torch.equal(second[k], b[k]) for k in a if k not in params)  # BatchNorm stats: newest
+    restored = GlobalAverage(model, decay=0.75)
+    restored.load_state_dict(average.state_dict())
+    assert restored.count == average.count == 2
+    assert all(torch.allclose(restored.update(a)[k], average.update(a)[k]) for k in params)
+
+
 def test_proximal_term_keeps_the_update_near_the_global_model(data_root):
     client = LocalClient(_cfg(data_root, "train.lr=0.01"), 0)
     init = client.build_model().state_dict()
