@@ -67,7 +67,7 @@ def _metrics(run: Path) -> list[dict]:
 def full_run(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
     started = time.time()
-    result = _simulate(data_root, out, "federation.keep_optimizer_state=true")
+    result = _simulate(data_root, out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run,) = out.iterdir()
     return run, result, started
@@ -85,8 +85,7 @@ def test_simulation_writes_a_complete_run_directory(full_run):
         assert r["num_examples"] == 546 and 0 < r["clients"]["adv-share"] < 1
         assert 0 <= r["server"]["acc"] <= 1 and r["server"]["fgsm_acc"] <= r["server"]["acc"] + 1e-9
         assert 0 <= r["server"]["val_auc"] <= 1  # quickstart selects the final model on val
-    # each node's Adam state lives in Flower's context.state between rounds, across Ray workers
-    assert rounds[2]["clients"]["optimizer-steps"] == pytest.approx(2 * rounds[1]["clients"]["optimizer-steps"])
+    assert rounds[2]["clients"]["optimizer-steps"] == rounds[1]["clients"]["optimizer-steps"]  # fresh Adam each round
     summary = json.loads((run / "summary.json").read_text())
     assert summary["kind"] == "federated" and summary["rounds"] == 2 and summary["clients"] == 3
     assert "round   2/2" in result.stdout and str(run) in result.stdout
@@ -162,7 +161,8 @@ def ray_cluster(tmp_path):
 
 def test_faults_and_sampling_on_an_existing_ray_cluster(data_root, tmp_path, ray_cluster):
     """5 clients, 80 % sampled (seeded, by partition): one sampled client raises, one sends NaN.
-    The ServerApp also recalibrates BatchNorm on val, then distills and exports after the last round.
+    The ServerApp also recalibrates BatchNorm on val, then distills and exports after the last round;
+    clients store their optimizer state in context.state through Ray (its reuse: test_deploy.py).
     The run joins a Ray cluster started beforehand (`simulation.ray_address`) and leaves it running
     (one simulation for both: each costs ~40 s of start-up in a suite that must stay under 10 min)."""
     from fedrobust.federated import sample_partitions
@@ -174,7 +174,8 @@ def test_faults_and_sampling_on_an_existing_ray_cluster(data_root, tmp_path, ray
                        "partition.num_clients=5", "federation.fraction_train=0.8",
                        "federation.fraction_evaluate=1.0", "federation.rounds=1",
                        f"faults.fail_partitions=[{chosen[0]}]", f"faults.nonfinite_partitions=[{chosen[1]}]",
-                       "federation.bn_recalibration=val", "distill.enabled=true", "distill.epochs=1",
+                       "federation.bn_recalibration=val", "federation.keep_optimizer_state=true",
+                       "distill.enabled=true", "distill.epochs=1",
                        "export.enabled=true", "export.teacher=false", "sweep.enabled=true", "sweep.max_images=32",
                        "sweep.eps=[0.01]", "sweep.attacks=['fgsm', 'pgd', 'square']", "sweep.square_queries=20")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
