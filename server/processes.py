@@ -73,6 +73,10 @@ def _marked(marker: str, workdir: Path | None = None) -> list[psutil.Process]:
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
+    # and their descendants: a child may be started with a fresh environment and working directory
+    for proc in list(found):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            found += [c for c in proc.children(recursive=True) if c.pid != os.getpid() and c not in found]
     return found
 
 
