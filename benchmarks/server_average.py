@@ -47,15 +47,15 @@ def replay(run: Path, decays: list[float], eps: float) -> list[dict]:
     rows = []
     for decay in decays:
         average = GlobalAverage(model, decay) if decay > 0 else None
-        per_round = []
-        for state in states:
+        per_round, best, best_state = [], 0, None
+        for i, state in enumerate(states):
             model.load_state_dict(average.update(state) if average else state)
             recalibrate_batchnorm(model, val.images, cfg.eval.batch_size)
             v, t = evaluate(model, val, cfg.eval.batch_size), evaluate(model, test, cfg.eval.batch_size)
-            per_round.append((v["auc"], v["acc"], t["acc"], t["auc"], {k: x.clone() for k, x in
-                                                                        model.state_dict().items()}))
-        best = max(range(rounds), key=lambda i: (per_round[i][0], -i))  # first round with the best val AUC
-        model.load_state_dict(per_round[best][4])
+            per_round.append((v["auc"], v["acc"], t["acc"], t["auc"]))
+            if best_state is None or v["auc"] > per_round[best][0]:  # first round with the best val AUC
+                best, best_state = i, {k: x.clone() for k, x in model.state_dict().items()}
+        model.load_state_dict(best_state)
         fgsm = evaluate(model, test, cfg.eval.batch_size, x=adversarial_images(model, test, eps, cfg.eval.batch_size))
         rows.append({"run": run.name, "decay": decay, "round": best + 1, "val_auc": per_round[best][0],
                      "test_acc": per_round[best][2], "test_auc": per_round[best][3], "fgsm": fgsm["acc"],

@@ -2,8 +2,9 @@
 
 Under label skew the aggregated model swings by a few points from round to round around its
 plateau, and selecting a round on a small val split picks up that noise. Averaging the global
-weights over rounds damps the swing without touching what clients train from: they keep getting
-the raw aggregate, the average is what the server evaluates, selects and ships. torch's
+weights over rounds damps the swing without touching what clients train from (they keep getting
+the raw aggregate). Not wired into the round loop: replaying finished runs with
+``benchmarks/server_average.py`` showed no gain (docs/results/federated_accuracy.md). torch's
 ``AveragedModel`` does the arithmetic; BatchNorm statistics are copied from the newest model
 (the server may re-estimate them on val afterwards).
 """
@@ -11,7 +12,6 @@ the raw aggregate, the average is what the server evaluates, selects and ships. 
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
@@ -26,7 +26,6 @@ class GlobalAverage:
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
-        self.decay = decay
         self._current = copy.deepcopy(model)
         self._avg = AveragedModel(self._current, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
 
@@ -37,14 +36,3 @@ class GlobalAverage:
         self._avg.update_parameters(self._current)
         params = dict(self._avg.module.named_parameters())
         return {k: (params[k].detach().clone() if k in params else v.detach().clone()) for k, v in state.items()}
-
-    @property
-    def count(self) -> int:
-        """Global models folded in so far."""
-        return int(self._avg.n_averaged)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self._avg.state_dict()
-
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        self._avg.load_state_dict(saved)

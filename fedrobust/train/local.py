@@ -41,8 +41,9 @@ def make_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Continue from a saved optimizer state; the learning rate and betas stay the config's."""
-    groups = [{k: v for k, v in g.items() if k == "params"} | {k: v for k, v in cur.items() if k != "params"}
-              for g, cur in zip(state.get("param_groups", []), optimizer.state_dict()["param_groups"], strict=False)]
+    current = optimizer.state_dict()["param_groups"]
+    groups = [{**cur, "params": saved["params"]}
+              for saved, cur in zip(state.get("param_groups", []), current, strict=False)]
     try:
         optimizer.load_state_dict({"state": state["state"], "param_groups": groups})
     except (KeyError, ValueError) as err:
