@@ -31,13 +31,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files")
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, check: bool = True):
     from fedrobust.config import load_config
 
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root!r}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, check)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -47,26 +47,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _federation_config(args: argparse.Namespace):
+def _federation_config(args: argparse.Namespace, check: bool = True):
     """The config of `simulate` / `deploy run`: from --config, or from RUN_DIR/config.toml with --resume."""
     from fedrobust.config import load_config
 
     if not args.resume:
-        return _load(args)
+        return _load(args, check)
     if args.config:
         raise ConfigError("--resume takes its config from RUN_DIR/config.toml; drop --config")
     run_dir = Path(args.resume)
     overrides = [*args.overrides, f"run.dir={str(run_dir.resolve())!r}"]
     if args.data_root:
         overrides.append(f"data.root={args.data_root!r}")
-    return load_config(run_dir / "config.toml", overrides)
+    return load_config(run_dir / "config.toml", overrides, check)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    cfg = _federation_config(args)
-    from server.launch import simulate  # Flower process management lives with the apps
+    from fedrobust.config import validate
+    from server.processes import SimulationSuperLink  # Flower process management lives with the apps
 
-    simulate(cfg, resume=bool(args.resume))
+    cfg = _federation_config(args, check=False)  # parsed and typed; Ray's address is all the SuperLink needs
+    with SimulationSuperLink(cfg.simulation.ray_address) as link:  # boots while the rest is checked
+        validate(cfg)
+        from server.launch import simulate
+
+        simulate(cfg, resume=bool(args.resume), link=link)
     return 0
 
 

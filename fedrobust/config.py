@@ -305,8 +305,9 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
-def from_dict(tree: dict[str, Any]) -> ExperimentConfig:
-    """Build and validate a config from a nested dict (e.g. parsed TOML)."""
+def from_dict(tree: dict[str, Any], check: bool = True) -> ExperimentConfig:
+    """Build a config from a nested dict (e.g. parsed TOML); ``check=False`` leaves out
+    ``validate`` (types are still checked), for a caller that validates a moment later."""
     sections = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
     hints = typing.get_type_hints(ExperimentConfig)
     unknown = sorted(set(tree) - set(sections))
@@ -318,7 +319,8 @@ def from_dict(tree: dict[str, Any]) -> ExperimentConfig:
             raise ConfigError(f"{name}: expected a table [{name}], got {values!r}")
         built[name] = _build_section(name, hints[name], values)
     cfg = ExperimentConfig(**built)
-    validate(cfg)
+    if check:
+        validate(cfg)
     return cfg
 
 
@@ -370,10 +372,10 @@ def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(_read_tree(path.parent / parent, (*seen, path.resolve())), tree)
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None = None, check: bool = True) -> ExperimentConfig:
     """Load a TOML file (or only defaults when ``path`` is None) and apply overrides."""
     tree = _read_tree(Path(path)) if path is not None else {}
-    return from_dict(apply_overrides(tree, overrides or []))
+    return from_dict(apply_overrides(tree, overrides or []), check)
 
 
 def _require(ok: bool, key: str, message: str) -> None:

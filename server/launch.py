@@ -1,21 +1,19 @@
 """`fedrobust simulate`: run the Flower apps under the simulation runtime (Ray) and clean up.
 
-Starts a private SuperLink (``flower-superlink --simulation``) on a free loopback port with
-``FLWR_HOME`` inside the project, submits this project with ``flwr run`` (run config = the
-flattened fedrobust config), streams the rounds, and on exit, error or Ctrl-C stops every
-process it started: the SuperLink's whole process tree plus anything (e.g. Ray) that carries
-this launch's marker in its environment.
+A private SuperLink (``server.processes.SimulationSuperLink``, ``FLWR_HOME`` inside the project)
+boots while the config and data are checked; then this project (a staged copy, see
+``server.app_bundle``) is submitted with ``flwr run`` (run config = the flattened fedrobust
+config) and the rounds are streamed. On exit, error or Ctrl-C every process it started is
+stopped: the SuperLink's whole tree plus anything (e.g. Ray) that carries this launch's marker.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import tomllib
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,21 +25,9 @@ from fedrobust.data.loading import load_from_config
 from fedrobust.errors import FedrobustError
 from fedrobust.federated import check_federation
 from fedrobust.rundir import RunDir
-from server.processes import (
-    MARKER,
-    PREFIX,
-    flower_env,
-    free_port,
-    last_error,
-    raise_interrupt,
-    stop_processes,
-    wait_for_port,
-    write_connection,
-)
+from server.app_bundle import stage_app
+from server.processes import FLWR_HOME, PREFIX, PROJECT, SimulationSuperLink, last_error, write_connection
 
-PROJECT = Path(__file__).resolve().parents[1]
-# Flower's connections and installed apps: the project's own folder unless FLWR_HOME says otherwise
-FLWR_HOME = Path(os.environ.get("FLWR_HOME") or PROJECT / ".flwr").resolve()
 CONNECTION = "fedrobust-sim"
 
 
@@ -99,14 +85,18 @@ def start_run(cfg: ExperimentConfig, resume: bool, command: str) -> RunDir:
 
 
 def submit_run(run: RunDir, connection: str, env: dict[str, str], cwd: Path, echo: Callable[[str], Any],
-               verbose: bool, extra_args: list[str] | None = None) -> subprocess.Popen:
-    """``flwr run`` this project on ``connection``; stream fedrobust's lines to ``echo`` and
-    everything to ``flower.log``. Returns the finished ``flwr run`` process."""
-    cmd = ["flwr", "run", str(PROJECT), connection, "--run-config", str(run.path / "flower-run-config.toml"),
-           *(extra_args or []), "--stream"]
+               verbose: bool, extra_args: list[str] | None = None,
+               track: Callable[[subprocess.Popen], Any] | None = None) -> subprocess.Popen:
+    """``flwr run`` this project (its staged copy, see ``app_bundle``) on ``connection``; stream
+    fedrobust's lines to ``echo`` and everything to ``flower.log``. Returns the finished process."""
+    staging = Path(tempfile.mkdtemp(prefix="fedrobust-app-"))
+    cmd = ["flwr", "run", str(stage_app(PROJECT, staging)), connection,
+           "--run-config", str(run.path / "flower-run-config.toml"), *(extra_args or []), "--stream"]
     with (run.path / "flower.log").open("a") as log:
         runner = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   cwd=cwd, start_new_session=True)
+        if track is not None:
+            track(runner)
         try:
             assert runner.stdout is not None
             for line in runner.stdout:
@@ -120,6 +110,7 @@ def submit_run(run: RunDir, connection: str, env: dict[str, str], cwd: Path, ech
         finally:
             if runner.poll() is None:
                 runner.terminate()
+            shutil.rmtree(staging, ignore_errors=True)
     return runner
 
 
@@ -131,38 +122,24 @@ def check_complete(run: RunDir, resume_hint: str) -> Path:
     return run.path
 
 
-def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], Any] = print) -> Path:
-    """Run the federation in Flower's simulation runtime; return the complete run directory."""
+def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], Any] = print,
+             link: SimulationSuperLink | None = None) -> Path:
+    """Run the federation in Flower's simulation runtime; return the complete run directory.
+
+    ``link``: a SuperLink already booting (``fedrobust simulate`` starts it before checking the
+    config); without one, a private SuperLink is started here.
+    """
+    if link is None:
+        with SimulationSuperLink(cfg.simulation.ray_address) as own:
+            return simulate(cfg, resume, echo, own)
     run = start_run(cfg, resume, "simulate")
-    port = free_port()
-    write_connection(FLWR_HOME, CONNECTION, {"address": f"127.0.0.1:{port}", "insecure": True})
-    marker = uuid.uuid4().hex
-    workdir = Path(tempfile.mkdtemp(prefix="fedrobust-sim-")).resolve()  # cwd of everything we start
-    extra = {MARKER: marker}
-    # "local" makes Ray start a private instance even when another cluster (or a stale
-    # /tmp/ray/ray_current_cluster left by `ray start`) exists on this machine.
-    extra["RAY_ADDRESS"] = cfg.simulation.ray_address or "local"
-    env = flower_env(FLWR_HOME, extra)
-    link_log = run.path / "superlink.log"
-    superlink: subprocess.Popen | None = None
-    runner: subprocess.Popen | None = None
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
-    try:
-        with link_log.open("ab") as out:
-            superlink = subprocess.Popen(
-                ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1", "--port", str(port),
-                 "--disable-runtime-dependency-installation"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir)
-        wait_for_port(port, superlink, cfg.simulation.startup_timeout, link_log)
-        ray = f"Ray at {cfg.simulation.ray_address}" if cfg.simulation.ray_address else "a local Ray"
-        echo(f"SuperLink pid {superlink.pid} on 127.0.0.1:{port}; {cfg.partition.num_clients} virtual clients "
-             f"({cfg.simulation.cpus_per_client} CPU each) on {ray}")
-        runner = submit_run(run, CONNECTION, env, workdir, echo, cfg.simulation.verbose,
-                            ["--federation-config", _federation_config(cfg)])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        stop_processes(superlink, marker, workdir)
-        if runner is not None:
-            stop_processes(runner, marker, workdir, grace=5)
-        shutil.rmtree(workdir, ignore_errors=True)
+    link.log_dest = run.path / "superlink.log"
+    link.wait_ready(cfg.simulation.startup_timeout)
+    write_connection(FLWR_HOME, CONNECTION, {"address": link.address, "insecure": True})
+    ray = f"Ray at {cfg.simulation.ray_address}" if cfg.simulation.ray_address else "a local Ray"
+    assert link.proc is not None and link.workdir is not None
+    echo(f"SuperLink pid {link.proc.pid} on {link.address}; {cfg.partition.num_clients} virtual clients "
+         f"({cfg.simulation.cpus_per_client} CPU each) on {ray}")
+    submit_run(run, CONNECTION, link.env, link.workdir, echo, cfg.simulation.verbose,
+               ["--federation-config", _federation_config(cfg)], track=link.track)
     return check_complete(run, "resume with `fedrobust simulate --resume")

@@ -194,7 +194,7 @@ def test_faults_and_sampling_on_an_existing_ray_cluster(data_root, tmp_path, ray
     assert (run / "sweep.csv").is_file() and (run / "report.md").is_file()  # the sweep ran in the ServerApp
 
 
-def test_impossible_federation_fails_before_starting_anything(data_root, tmp_path, flower_processes):
+def test_impossible_federation_fails_at_start_leaving_nothing(data_root, tmp_path, flower_processes):
     started = time.time()
     result = _simulate(data_root, tmp_path, "federation.strategy=krum", "federation.num_malicious=1")
     assert result.returncode == 2 and "needs at least 5 clients" in result.stderr
