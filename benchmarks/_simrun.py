@@ -57,15 +57,21 @@ class TreeMemory(threading.Thread):
         return self.peak
 
 
+def simulate_command(config: str, overrides: list[str], out_dir: Path) -> list[str]:
+    """`fedrobust simulate` as a user types it, writing into ``out_dir``, training figures only."""
+    cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", str(ROOT / config),
+           "--set", f"run.out_dir='{out_dir}'", "--set", "sweep.enabled=false"]
+    for o in overrides:
+        cmd += ["--set", o]
+    return cmd
+
+
 def simulate(config: str, overrides: list[str], out_dir: Path, log_file: Path | None = None,
              measure_memory: bool = False) -> dict[str, Any]:
     """Run one simulation; return its run dir, metrics, summary, wall time and peak memory."""
     out_dir.mkdir(parents=True, exist_ok=True)
     before = {p for p in out_dir.iterdir() if p.is_dir()}
-    cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", str(ROOT / config),
-           "--set", f"run.out_dir='{out_dir}'", "--set", "sweep.enabled=false"]  # training figures only
-    for o in overrides:
-        cmd += ["--set", o]
+    cmd = simulate_command(config, overrides, out_dir)
     started = time.time()
     out = log_file.open("w") if log_file else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)

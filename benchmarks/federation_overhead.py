@@ -53,7 +53,7 @@ def _overhead_once(epochs: int, threads: int) -> dict:
                  f"simulation.num_cpus={threads}"]  # Ray runs one client at a time, like the bare loop
     cfg = load_config(ROOT / config, [f"run.out_dir='{RUNS / 'sequential'}'", *overrides])
     before = _sequential_rounds(cfg)
-    sim = simulate(config, overrides, RUNS, log_file=RUNS / f"overhead-{epochs}.log")
+    sim = simulate(config, overrides, RUNS, log_file=RUNS / f"overhead-{epochs}-t{threads}.log")
     after = _sequential_rounds(cfg)
     seq_rounds = [(a + b) / 2 for a, b in zip(before, after, strict=True)]
     zero = next(m for m in sim["metrics"] if m["round"] == 0)
@@ -80,10 +80,10 @@ def overhead(lines: list[str], epochs: list[int], threads: int) -> bool:
         f"pneumoniamnist (4708 training images), resnet18, 5 IID clients, 3 rounds, FedAvg; {threads} torch",
         f"thread(s) per client in both cases (`simulation.cpus_per_client = simulation.num_cpus = {threads}`, so",
         "Ray runs one client at a time, as the bare loop does). Each row is one bare sequential loop, one",
-        "`fedrobust simulate` and the bare loop again, with",
-        "the same local work. Compared: the training phase of each round (sampling, local updates, transfer,",
-        "aggregation; in Flower `train_seconds` of `metrics.jsonl`), not the server's test evaluation after it,",
-        "which is the same code in both; the bare loop's figure is the mean of its two passes.",
+        "`fedrobust simulate` and the bare loop again, with the same local work. Compared: the training phase",
+        "of each round (sampling, local updates, transfer, aggregation; in Flower `train_seconds` of",
+        "`metrics.jsonl`), not the server's test evaluation after it, which is the same code in both; the bare",
+        "loop's figure is the mean of its two passes.",
         "",
         "| local epochs | local update s per client (in Flower) | bare loop, before / after, s | bare loop mean, "
         "rounds s | Flower + Ray, rounds s | ratio | extra s per client update |",

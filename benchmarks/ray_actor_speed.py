@@ -21,8 +21,7 @@ from _machine import command, describe
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=iid", "augment.mode=none",
-             "simulation.cpus_per_client=2", "federation.local_epochs=1",
-             f"run.out_dir='{ROOT / 'runs' / 'bench-ray'}'"]
+             "simulation.cpus_per_client=2", "federation.local_epochs=1"]  # LocalClient writes no run directory
 
 
 def five_updates() -> list[float]:
@@ -33,7 +32,7 @@ def five_updates() -> list[float]:
     from fedrobust.federated import LocalClient
 
     cfg = load_config(ROOT / "configs/fed_pneumonia_resnet18.toml", OVERRIDES)
-    torch.set_num_threads(2)
+    torch.set_num_threads(cfg.simulation.cpus_per_client)
     state = LocalClient(cfg, 0).build_model().state_dict()
     LocalClient(cfg, 0).train(state, 1)  # data, model and allocator warm
     return [LocalClient(cfg, pid).train(state, 1)[1]["seconds"] for pid in range(5)]

@@ -23,8 +23,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command, describe
+from _simrun import ROOT, simulate_command
 
-ROOT = Path(__file__).resolve().parents[1]
 MILESTONES = {  # process command-line marker -> label, in the order they normally appear
     "flower-superlink": "SuperLink process",
     "flower-superexec": "SuperExec process (SuperLink up)",
@@ -35,15 +35,12 @@ MILESTONES = {  # process command-line marker -> label, in the order they normal
     "ray::IDLE": "first Ray worker",
     "ClientAppActor": "client actor",
 }
-QUICK = ["federation.rounds=1", "federation.local_epochs=1", "sweep.enabled=false", "distill.enabled=false",
-         "export.enabled=false"]
+QUICK = ["federation.rounds=1", "federation.local_epochs=1", "distill.enabled=false", "export.enabled=false"]
 
 
 def one_launch(config: str, overrides: list[str], out_dir: Path) -> dict[str, float]:
     """Seconds from launch to each milestone of one run."""
-    cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", config, "--set", f"run.out_dir='{out_dir}'"]
-    for o in [*QUICK, *overrides]:
-        cmd += ["--set", o]
+    cmd = simulate_command(config, [*QUICK, *overrides], out_dir)
     started = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT)
     seen: dict[str, float] = {}
