@@ -83,7 +83,14 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Which partition this node holds (the server samples clients by partition id)."""
+    """Which partition this node holds (the server samples clients by partition id). With
+    ``warm-up`` set, the node also loads its shard and model now (before round 1); a failure to
+    do so is reported in the reply, not raised, so the server still learns the partition."""
     node = context.node_config
     info = ConfigRecord({"partition-id": int(node["partition-id"]), "num-partitions": int(node["num-partitions"])})
+    if msg.content["config"].get("warm-up", False):
+        try:
+            info["num-examples"] = _client(context).warm_up()
+        except Exception as exc:  # the round that samples this node reports it as a failure
+            info["warm-up-error"] = f"{type(exc).__name__}: {exc}"
     return Message(content=RecordDict({"info": info}), reply_to=msg)

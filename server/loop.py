@@ -43,10 +43,9 @@ class SubsetGrid:
         return getattr(self._grid, name)
 
 
-def exchange(grid: Grid, messages: Iterable[Message], timeout: float, interval: float = 0.2) -> list[Message]:
-    """``send_and_receive`` with a short poll: Flower's HTTP grid (deployment) sleeps 3 s between
-    pulls, which adds up to 3 s to every round after the last reply has arrived."""
-    pending = set(grid.push_messages(messages))
+def collect(grid: Grid, pending: set[str], timeout: float, interval: float = 0.2) -> list[Message]:
+    """Replies to the pushed message ids ``pending``, polled until all arrived or ``timeout``."""
+    pending = set(pending)
     deadline = time.monotonic() + timeout
     replies: list[Message] = []
     while pending:
@@ -59,9 +58,17 @@ def exchange(grid: Grid, messages: Iterable[Message], timeout: float, interval: 
     return replies
 
 
-def _query(node: int) -> Message:
-    """Ask a node which partition it holds (answered by the ClientApp's query handler)."""
-    return Message(content=RecordDict({"config": ConfigRecord({})}), message_type="query", dst_node_id=node)
+def exchange(grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
+    """``send_and_receive`` with a short poll: Flower's HTTP grid (deployment) sleeps 3 s between
+    pulls, which adds up to 3 s to every round after the last reply has arrived."""
+    return collect(grid, set(grid.push_messages(messages)), timeout)
+
+
+def _query(node: int, warm_up: bool = False) -> Message:
+    """Ask a node which partition it holds (answered by the ClientApp's query handler); with
+    ``warm_up`` it also loads its shard and model."""
+    return Message(content=RecordDict({"config": ConfigRecord({"warm-up": warm_up})}), message_type="query",
+                   dst_node_id=node)
 
 
 def _num_partitions(grid: Grid, node: int, timeout: float) -> int | None:
@@ -90,13 +97,30 @@ def wait_for_nodes(grid: Grid, count: int, timeout: float) -> list[int]:
     return nodes
 
 
-def map_partitions(grid: Grid, nodes: list[int], timeout: float) -> dict[int, int]:
-    """partition-id -> node-id, asked once from every node with a query message."""
+def start_warm_up(grid: Grid, nodes: list[int]) -> set[str]:
+    """Ask every node which partition it holds and to load its shard and model now: in simulation
+    this starts the client actors' one-time work (importing the ClientApp, reading the data,
+    building the model) while the server evaluates the initial model, so round 1 is a round like
+    the others. Returns the pushed message ids for ``finish_warm_up``."""
+    return set(grid.push_messages([_query(n, warm_up=True) for n in nodes]))
+
+
+def finish_warm_up(grid: Grid, pending: set[str], timeout: float) -> tuple[dict[int, int], list[str]]:
+    """(partition-id -> node-id, one line per node that could not warm up)."""
     mapping: dict[int, int] = {}
-    for reply in exchange(grid, [_query(n) for n in nodes], timeout):
-        if not reply.has_error():
-            mapping[int(reply.content["info"]["partition-id"])] = reply.metadata.src_node_id
-    return mapping
+    problems = []
+    replies = collect(grid, pending, timeout)
+    for reply in replies:
+        if reply.has_error():
+            problems.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            continue
+        info = reply.content["info"]
+        mapping[int(info["partition-id"])] = reply.metadata.src_node_id
+        if "warm-up-error" in info:
+            problems.append(f"partition {info['partition-id']}: {info['warm-up-error']}")
+    if len(replies) < len(pending):
+        problems.append(f"{len(pending) - len(replies)} nodes did not answer within {timeout:.0f}s")
+    return mapping, problems
 
 
 def _partition_of(reply: Message) -> int:
@@ -143,12 +167,18 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
 
     need = min_replies(cfg)
     partial = fed_cfg.fraction_train < 1.0 or fed_cfg.fraction_evaluate not in (0.0, 1.0)
-    mapping = map_partitions(grid, nodes, fed_cfg.round_timeout) if partial else {}
 
-    if done == 0:
-        started = time.perf_counter()
-        server = run.evaluate(state)
-        run.run.log({"round": 0, "server": server, "seconds": time.perf_counter() - started, "time": time.time()})
+    started = time.perf_counter()
+    warming = start_warm_up(grid, nodes)
+    server = run.evaluate(state) if done == 0 else None
+    evaluated = time.perf_counter() - started
+    mapping, problems = finish_warm_up(grid, warming, fed_cfg.round_timeout)
+    for line in problems[:5]:
+        say(f"warm-up: {line}")
+    if done == 0:  # warm-up: launch of the round-0 queries until every node answered (overlaps the evaluation)
+        run.run.log({"round": 0, "server": server, "seconds": evaluated,
+                     "warmup_seconds": time.perf_counter() - started, "warmup_problems": len(problems),
+                     "time": time.time()})
     arrays = ArrayRecord(state)
     for rnd in range(done + 1, fed_cfg.rounds + 1):
         started = time.perf_counter()

@@ -71,6 +71,19 @@ def test_local_update_is_deterministic_and_reports_metrics(data_root):
     assert 0 <= ev["client-test-acc"] <= 1 and ev["num-examples"] == len(client.test_data())
 
 
+def test_warm_up_leaves_the_first_round_only_round_work(data_root):
+    """The server's warm-up query makes each client load its shard and the work model before
+    round 1: the round then builds nothing (same model cache, no new model)."""
+    from fedrobust.federated.client import _cached_model
+
+    cfg = _cfg(data_root, "model.name=resnet18", "data.image_size=28")
+    client = LocalClient(cfg, 2)
+    assert client.warm_up() == len(client.train_data()) > 0
+    built = _cached_model.cache_info().misses
+    _, metrics = client.train(client.build_model().state_dict(), server_round=1)
+    assert _cached_model.cache_info().misses == built and metrics["num-examples"] == len(client.train_data())
+
+
 def test_alt_clients_use_the_alternative_policy(data_root):
     cfg = _cfg(data_root, "augment.mode=fgsm", "augment.eps=0.004", "federation.alt_fraction=0.5")
     alt = alt_partitions(cfg)

@@ -111,6 +111,14 @@ class LocalClient:
         model.load_state_dict(state)
         return model
 
+    def warm_up(self) -> int:
+        """Load this client's shard and build the process's work model now, so that its first
+        training round does only round work; returns the shard's size. The server asks every node
+        once before round 1, while it evaluates the initial model."""
+        data = self.train_data()
+        _cached_model(*self._model_key())
+        return len(data)
+
     # work ---------------------------------------------------------------------------------------
     def train(self, state: StateDict, server_round: int, proximal_mu: float = 0.0,
               optimizer_state: dict[str, Any] | None = None) -> tuple[StateDict, dict[str, Any]]:
