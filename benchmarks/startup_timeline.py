@@ -60,6 +60,7 @@ def one_launch(config: str, overrides: list[str], out_dir: Path) -> dict[str, fl
     seen["ready"] = zero["time"] - zero["warmup_seconds"] - started
     seen["round 1"] = first["time"] - first["seconds"] - started
     seen["round-0 evaluation s"] = zero["seconds"]
+    seen["loading s"] = zero["warmup_loading_seconds"]
     seen["exit"] = time.time() - started
     return seen
 
@@ -77,9 +78,11 @@ def main() -> int:
         print(f"run {i + 1}: round 1 starts at {runs[-1]['round 1']:.1f} s", file=sys.stderr)
     labels = {**MILESTONES, "ready": "ServerApp ready: clients asked to warm up, round-0 evaluation starts",
               "round 1": "**clients warm, round-0 evaluation done: round 1 starts (start-up)**",
-              "round-0 evaluation s": "(round-0 evaluation, s)", "exit": "command returns (1 round)"}
+              "round-0 evaluation s": "(round-0 evaluation, s)",
+              "loading s": "(longest client shard + model loading in the warm-up, s)",
+              "exit": "command returns (1 round)"}
     keys = sorted(labels, key=lambda k: statistics.median(r.get(k, float("inf")) for r in runs)
-                  if k != "round-0 evaluation s" else float("inf"))
+                  if not k.endswith(" s") else float("inf"))
     print(f"Command: `{command()}`  \nMachine: {describe()}\n")
     print("| seconds after launch (median) | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
           + " | milestone |")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import time
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -89,8 +90,10 @@ def query(msg: Message, context: Context) -> Message:
     node = context.node_config
     info = ConfigRecord({"partition-id": int(node["partition-id"]), "num-partitions": int(node["num-partitions"])})
     if msg.content["config"].get("warm-up", False):
+        started = time.perf_counter()
         try:
             info["num-examples"] = _client(context).warm_up()
         except Exception as exc:  # the round that samples this node reports it as a failure
             info["warm-up-error"] = f"{type(exc).__name__}: {exc}"
+        info["warm-up-seconds"] = time.perf_counter() - started  # data and model; the app's import is before
     return Message(content=RecordDict({"info": info}), reply_to=msg)

@@ -105,10 +105,11 @@ def start_warm_up(grid: Grid, nodes: list[int]) -> set[str]:
     return set(grid.push_messages([_query(n, warm_up=True) for n in nodes]))
 
 
-def finish_warm_up(grid: Grid, pending: set[str], timeout: float) -> tuple[dict[int, int], list[str]]:
-    """(partition-id -> node-id, one line per node that could not warm up)."""
+def finish_warm_up(grid: Grid, pending: set[str], timeout: float) -> tuple[dict[int, int], list[str], float]:
+    """(partition-id -> node-id, one line per node that could not warm up, the longest time a
+    node spent loading its shard and model, which excludes starting its process and app)."""
     mapping: dict[int, int] = {}
-    problems = []
+    problems, longest = [], 0.0
     replies = collect(grid, pending, timeout)
     for reply in replies:
         if reply.has_error():
@@ -116,11 +117,12 @@ def finish_warm_up(grid: Grid, pending: set[str], timeout: float) -> tuple[dict[
             continue
         info = reply.content["info"]
         mapping[int(info["partition-id"])] = reply.metadata.src_node_id
+        longest = max(longest, float(info.get("warm-up-seconds", 0.0)))
         if "warm-up-error" in info:
             problems.append(f"partition {info['partition-id']}: {info['warm-up-error']}")
     if len(replies) < len(pending):
         problems.append(f"{len(pending) - len(replies)} nodes did not answer within {timeout:.0f}s")
-    return mapping, problems
+    return mapping, problems, longest
 
 
 def _partition_of(reply: Message) -> int:
@@ -172,13 +174,13 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     warming = start_warm_up(grid, nodes)
     server = run.evaluate(state) if done == 0 else None
     evaluated = time.perf_counter() - started
-    mapping, problems = finish_warm_up(grid, warming, fed_cfg.round_timeout)
+    mapping, problems, loading = finish_warm_up(grid, warming, fed_cfg.round_timeout)
     for line in problems[:5]:
         say(f"warm-up: {line}")
     if done == 0:  # warm-up: launch of the round-0 queries until every node answered (overlaps the evaluation)
         run.run.log({"round": 0, "server": server, "seconds": evaluated,
                      "warmup_seconds": time.perf_counter() - started, "warmup_problems": len(problems),
-                     "time": time.time()})
+                     "warmup_loading_seconds": loading, "time": time.time()})
     arrays = ArrayRecord(state)
     for rnd in range(done + 1, fed_cfg.rounds + 1):
         started = time.perf_counter()

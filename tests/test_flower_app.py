@@ -82,6 +82,7 @@ def test_simulation_writes_a_complete_run_directory(full_run):
     assert [r["round"] for r in rounds] == [0, 1, 2]
     # every client loaded its app, shard and model before round 1, while the server evaluated round 0
     assert rounds[0]["warmup_problems"] == 0 and rounds[0]["warmup_seconds"] >= rounds[0]["seconds"] > 0
+    assert 0 < rounds[0]["warmup_loading_seconds"] < rounds[0]["warmup_seconds"]
     for r in rounds[1:]:
         assert r["sampled"] == r["replies"] == 3 and r["failures"] == 0 and r["rejected_nonfinite"] == 0
         assert r["num_examples"] == 546 and 0 < r["clients"]["adv-share"] < 1
