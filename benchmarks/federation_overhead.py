@@ -3,12 +3,14 @@
 overhead: the same federated work (clients x local epochs x data, FedAvg, server evaluation each
   round) run (a) as a sequential in-process loop and (b) through `fedrobust simulate`, for each
   --epochs value. Reports the ratio of the summed round times and the extra seconds per client
-  update, and separately the start-up cost (launch -> ServerApp ready), the round-0 evaluation and
-  the tear-down (last round -> every process stopped). Goal: ratio <= 1.2, start-up <= 10 s.
+  update, and separately the start-up cost (launch -> round 1 starts, the clients' warm-up
+  included), the round-0 evaluation and the tear-down (last round -> every process stopped).
+  --parallel runs Flower as the configs ship it (1 CPU per client, clients side by side) against
+  the bare loop on every core. Goal: ratio <= 1.2, start-up <= 10 s.
 scale: 1000 virtual clients, 10 % (and 5 %) sampled per round, 2 rounds; peak RSS of the whole
   process tree and the per-round time against the number of sampled clients.
 
-    python benchmarks/federation_overhead.py [overhead] [scale] [--epochs 1 3]
+    python benchmarks/federation_overhead.py [overhead] [scale] [--epochs 1 3] [--threads 2] [--parallel]
 """
 
 from __future__ import annotations
@@ -99,11 +101,10 @@ def overhead(lines: list[str], epochs: list[int], threads: int, parallel: bool) 
         "",
         "pneumoniamnist (4708 training images), resnet18, 5 IID clients, 3 rounds, FedAvg.",
         *how,
-        "Each row is one bare sequential loop, one",
-        "`fedrobust simulate` and the bare loop again, with the same local work. Compared: the training phase",
-        "of each round (sampling, local updates, transfer, aggregation; in Flower `train_seconds` of",
-        "`metrics.jsonl`), not the server's test evaluation after it, which is the same code in both; the bare",
-        "loop's figure is the mean of its two passes.",
+        "Each row is one bare sequential loop, one `fedrobust simulate` and the bare loop again, with the same",
+        "local work. Compared: the training phase of each round (sampling, local updates, transfer,",
+        "aggregation; in Flower `train_seconds` of `metrics.jsonl`), not the server's test evaluation after it,",
+        "which is the same code in both; the bare loop's figure is the mean of its two passes.",
         "",
         "| local epochs | local update s per client (in Flower) | bare loop, before / after, s | bare loop mean, "
         "rounds s | Flower + Ray, rounds s | ratio | extra s per client update |",
