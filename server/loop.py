@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
@@ -105,24 +106,34 @@ def start_warm_up(grid: Grid, nodes: list[int]) -> set[str]:
     return set(grid.push_messages([_query(n, warm_up=True) for n in nodes]))
 
 
-def finish_warm_up(grid: Grid, pending: set[str], timeout: float) -> tuple[dict[int, int], list[str], float]:
-    """(partition-id -> node-id, one line per node that could not warm up, the longest time a
-    node spent loading its shard and model, which excludes starting its process and app)."""
-    mapping: dict[int, int] = {}
-    problems, longest = [], 0.0
+@dataclass
+class WarmUp:
+    """What the nodes answered to the warm-up query."""
+
+    mapping: dict[int, int] = field(default_factory=dict)  # partition-id -> node-id
+    problems: list[str] = field(default_factory=list)  # one line per node that could not warm up
+    ready: int = 0  # nodes that loaded their shard and model
+    loading_seconds: float = 0.0  # longest shard + model loading (the process and app start come before)
+
+
+def finish_warm_up(grid: Grid, pending: set[str], timeout: float) -> WarmUp:
+    """Collect the warm-up replies (see ``start_warm_up``)."""
+    out = WarmUp()
     replies = collect(grid, pending, timeout)
     for reply in replies:
         if reply.has_error():
-            problems.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+            out.problems.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
             continue
         info = reply.content["info"]
-        mapping[int(info["partition-id"])] = reply.metadata.src_node_id
-        longest = max(longest, float(info.get("warm-up-seconds", 0.0)))
+        out.mapping[int(info["partition-id"])] = reply.metadata.src_node_id
+        out.loading_seconds = max(out.loading_seconds, float(info.get("warm-up-seconds", 0.0)))
         if "warm-up-error" in info:
-            problems.append(f"partition {info['partition-id']}: {info['warm-up-error']}")
+            out.problems.append(f"partition {info['partition-id']}: {info['warm-up-error']}")
+        else:
+            out.ready += 1
     if len(replies) < len(pending):
-        problems.append(f"{len(pending) - len(replies)} nodes did not answer within {timeout:.0f}s")
-    return mapping, problems, longest
+        out.problems.append(f"{len(pending) - len(replies)} nodes did not answer within {timeout:.0f}s")
+    return out
 
 
 def _partition_of(reply: Message) -> int:
@@ -174,13 +185,15 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     warming = start_warm_up(grid, nodes)
     server = run.evaluate(state) if done == 0 else None
     evaluated = time.perf_counter() - started
-    mapping, problems, loading = finish_warm_up(grid, warming, fed_cfg.round_timeout)
-    for line in problems[:5]:
+    warm = finish_warm_up(grid, warming, fed_cfg.round_timeout)
+    mapping = warm.mapping
+    for line in warm.problems[:5]:
         say(f"warm-up: {line}")
+    say(f"{warm.ready} of {len(nodes)} clients ready ({time.perf_counter() - started:.1f}s)")
     if done == 0:  # warm-up: launch of the round-0 queries until every node answered (overlaps the evaluation)
         run.run.log({"round": 0, "server": server, "seconds": evaluated,
-                     "warmup_seconds": time.perf_counter() - started, "warmup_problems": len(problems),
-                     "warmup_loading_seconds": loading, "time": time.time()})
+                     "warmup_seconds": time.perf_counter() - started, "warmup_problems": len(warm.problems),
+                     "warmup_loading_seconds": warm.loading_seconds, "time": time.time()})
     arrays = ArrayRecord(state)
     for rnd in range(done + 1, fed_cfg.rounds + 1):
         started = time.perf_counter()

@@ -91,7 +91,7 @@ def test_simulation_writes_a_complete_run_directory(full_run):
     assert rounds[2]["clients"]["optimizer-steps"] == rounds[1]["clients"]["optimizer-steps"]  # fresh Adam each round
     summary = json.loads((run / "summary.json").read_text())
     assert summary["kind"] == "federated" and summary["rounds"] == 2 and summary["clients"] == 3
-    assert "round   2/2" in result.stdout and str(run) in result.stdout
+    assert "round   2/2" in result.stdout and str(run) in result.stdout and "3 of 3 clients ready" in result.stdout
 
 
 def test_global_model_changed(full_run):
