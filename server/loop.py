@@ -189,6 +189,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     mapping = warm.mapping
     for line in warm.problems[:5]:
         say(f"warm-up: {line}")
+    if len(warm.problems) > 5:
+        say(f"warm-up: … and {len(warm.problems) - 5} more problems")
     say(f"{warm.ready} of {len(nodes)} clients ready ({time.perf_counter() - started:.1f}s)")
     if done == 0:  # warm-up: launch of the round-0 queries until every node answered (overlaps the evaluation)
         run.run.log({"round": 0, "server": server, "seconds": evaluated,
