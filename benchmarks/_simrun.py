@@ -57,6 +57,13 @@ class TreeMemory(threading.Thread):
         return self.peak
 
 
+# The overhead benchmarks' federation (federation_overhead.py, runtime_cpu.py, ray_actor_speed.py):
+# resnet18 on pneumoniamnist, 5 IID clients, 3 rounds, no augmentation, one FGSM eps in the evaluation.
+OVERHEAD_CONFIG = "configs/fed_pneumonia_resnet18.toml"
+OVERHEAD = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=iid", "federation.rounds=3",
+            "augment.mode=none", "eval.fgsm_eps=[0.003]", "sweep.enabled=false"]
+
+
 def simulate_command(config: str, overrides: list[str], out_dir: Path) -> list[str]:
     """`fedrobust simulate` as a user types it, writing into ``out_dir``, training figures only."""
     cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", str(ROOT / config),

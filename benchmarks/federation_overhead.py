@@ -26,15 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command, describe, write_report
 from _sequential import sequential_fedavg
-from _simrun import simulate
+from _simrun import OVERHEAD, OVERHEAD_CONFIG, simulate
 
 from fedrobust.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "bench-overhead"
-OVERHEAD = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=iid", "federation.rounds=3",
-            "augment.mode=none", "eval.fgsm_eps=[0.003]", "sweep.enabled=false"]
-
 
 def _sequential_rounds(cfg, threads: int) -> list[float]:
     """Training phase (local updates + aggregation) of each round of the bare loop, in seconds."""
@@ -55,7 +52,7 @@ def _overhead_once(epochs: int, threads: int, parallel: bool) -> dict:
     and after the simulation and their mean is used, so a drift in this machine's speed during the
     pair (seen here: +-20 % within minutes) does not land on one side only.
     """
-    config = "configs/fed_pneumonia_resnet18.toml"
+    config = OVERHEAD_CONFIG
     cores = os.cpu_count() or 1
     per_client, ray_cpus, bare_threads = (1, cores, cores) if parallel else (threads, threads, threads)
     overrides = [*OVERHEAD, f"federation.local_epochs={epochs}", f"simulation.cpus_per_client={per_client}",
@@ -140,7 +137,7 @@ def scale(lines: list[str]) -> bool:
     rows, ok = [], True
     per_client = {}
     for fraction in (0.05, 0.1):
-        res = simulate("configs/fed_pneumonia_resnet18.toml", [*base, f"federation.fraction_train={fraction}"],
+        res = simulate(OVERHEAD_CONFIG, [*base, f"federation.fraction_train={fraction}"],
                        RUNS, log_file=RUNS / f"scale-{fraction}.log", measure_memory=True)
         rounds = [m for m in res["metrics"] if m["round"] >= 1]
         sampled = rounds[0]["sampled"]

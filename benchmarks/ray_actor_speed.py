@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command, describe
+from _simrun import OVERHEAD, OVERHEAD_CONFIG, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-OVERRIDES = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=iid", "augment.mode=none",
-             "simulation.cpus_per_client=2", "federation.local_epochs=1"]  # LocalClient writes no run directory
+# the overhead benchmark's clients; LocalClient writes no run directory
+OVERRIDES = [*OVERHEAD, "simulation.cpus_per_client=2", "federation.local_epochs=1"]
 
 
 def five_updates() -> list[float]:
@@ -31,7 +31,7 @@ def five_updates() -> list[float]:
     from fedrobust.config import load_config
     from fedrobust.federated import LocalClient
 
-    cfg = load_config(ROOT / "configs/fed_pneumonia_resnet18.toml", OVERRIDES)
+    cfg = load_config(ROOT / OVERHEAD_CONFIG, OVERRIDES)
     torch.set_num_threads(cfg.simulation.cpus_per_client)
     state = LocalClient(cfg, 0).build_model().state_dict()
     LocalClient(cfg, 0).train(state, 1)  # data, model and allocator warm

@@ -23,11 +23,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command, describe
-from _simrun import ROOT, simulate_command
+from _simrun import OVERHEAD, OVERHEAD_CONFIG, ROOT, simulate_command
 
-OVERRIDES = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=iid", "federation.rounds=3",
-             "augment.mode=none", "eval.fgsm_eps=[0.003]", "federation.local_epochs=1",
-             "simulation.cpus_per_client=2", "simulation.num_cpus=2"]
+OVERRIDES = [*OVERHEAD, "federation.local_epochs=1", "simulation.cpus_per_client=2", "simulation.num_cpus=2"]
 WATCH_THREADS = ("ClientAppActor", "flwr-simulation", "superlink")
 STAT_FIELDS = ("user", "nice", "system", "idle")
 
@@ -77,7 +75,7 @@ def main() -> int:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    cmd = simulate_command("configs/fed_pneumonia_resnet18.toml", [*OVERRIDES, *args.overrides], out)
+    cmd = simulate_command(OVERHEAD_CONFIG, [*OVERRIDES, *args.overrides], out)
     code = subprocess.call(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     stop.set()
     sampler.join()

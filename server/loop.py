@@ -186,16 +186,17 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     server = run.evaluate(state) if done == 0 else None
     evaluated = time.perf_counter() - started
     warm = finish_warm_up(grid, warming, fed_cfg.round_timeout)
+    warm_seconds = time.perf_counter() - started  # queries sent until every node answered (overlaps the evaluation)
     mapping = warm.mapping
     for line in warm.problems[:5]:
         say(f"warm-up: {line}")
     if len(warm.problems) > 5:
         say(f"warm-up: … and {len(warm.problems) - 5} more problems")
-    say(f"{warm.ready} of {len(nodes)} clients ready ({time.perf_counter() - started:.1f}s)")
-    if done == 0:  # warm-up: launch of the round-0 queries until every node answered (overlaps the evaluation)
-        run.run.log({"round": 0, "server": server, "seconds": evaluated,
-                     "warmup_seconds": time.perf_counter() - started, "warmup_problems": len(warm.problems),
-                     "warmup_loading_seconds": warm.loading_seconds, "time": time.time()})
+    say(f"{warm.ready} of {len(nodes)} clients ready ({warm_seconds:.1f}s)")
+    if done == 0:
+        run.run.log({"round": 0, "server": server, "seconds": evaluated, "warmup_seconds": warm_seconds,
+                     "warmup_problems": len(warm.problems), "warmup_loading_seconds": warm.loading_seconds,
+                     "time": time.time()})
     arrays = ArrayRecord(state)
     for rnd in range(done + 1, fed_cfg.rounds + 1):
         started = time.perf_counter()
