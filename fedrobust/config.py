@@ -77,6 +77,8 @@ class TrainSection:
     weight_decay: float = 0.0
     scheduler: str = "cosine"
     select: str = "val_auc"  # checkpoint to report: best by val AUC, best by val acc, or last
+    # "balanced": each sample's loss weighted by n / (C * n_class) of the whole training split
+    class_weights: str = "none"
 
 
 @dataclass
@@ -130,6 +132,7 @@ class FederationSection:
     min_replies: int = 1  # fewer usable client updates in a round stops the run (resumable) instead of going on
     keep_checkpoints: int = 2  # per-round global checkpoints kept (the newest)
     select: str = "last"  # final model: last round, or the round best on the server's val split
+    # ("val_auc", "val_acc", or "val_fgsm": accuracy under FGSM at eval_eps, against robust overfitting)
     bn_recalibration: str = "none"  # "val": re-estimate BatchNorm stats of each global model on val
     keep_optimizer_state: bool = False  # clients carry their optimizer state (Adam moments) from round to round
 
@@ -419,6 +422,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _one_of(t.optimizer, "train.optimizer", ("adam", "adamw", "sgd"))
     _one_of(t.scheduler, "train.scheduler", ("cosine", "none"))
     _one_of(t.select, "train.select", ("val_auc", "val_acc", "last"))
+    _one_of(t.class_weights, "train.class_weights", ("none", "balanced"))
     _validate_augment(cfg.augment, "augment")
     _validate_augment(cfg.alt_augment, "alt_augment")
     _require(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
@@ -512,7 +516,7 @@ def _validate_federation(cfg: ExperimentConfig) -> None:
     _require(0 <= f.alt_fraction <= 1, "federation.alt_fraction", f"must be in [0, 1], got {f.alt_fraction}")
     _require(f.round_timeout > 0, "federation.round_timeout", "must be > 0")
     _require(f.keep_checkpoints >= 1, "federation.keep_checkpoints", "must be >= 1")
-    _one_of(f.select, "federation.select", ("last", "val_auc", "val_acc"))
+    _one_of(f.select, "federation.select", ("last", "val_auc", "val_acc", "val_fgsm"))
     _one_of(f.bn_recalibration, "federation.bn_recalibration", ("none", "val"))
     _require(sim.num_cpus >= 0, "simulation.num_cpus", f"must be >= 0, got {sim.num_cpus}")
     _require(sim.cpus_per_client > 0, "simulation.cpus_per_client", f"must be > 0, got {sim.cpus_per_client}")

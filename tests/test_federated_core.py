@@ -194,10 +194,11 @@ def test_bad_federation_values_name_the_key(overrides, key):
     assert str(info.value).startswith(key)
 
 
-def test_round_selection_on_the_server_val_split(data_root, tmp_path):
+@pytest.mark.parametrize(("select", "key"), [("val_auc", "val_auc"), ("val_fgsm", "val_fgsm_acc")])
+def test_round_selection_on_the_server_val_split(data_root, tmp_path, select, key):
     from fedrobust.federated import FederatedRun
 
-    cfg = _cfg(data_root, f"run.out_dir='{tmp_path}'", "federation.rounds=3", "federation.select=val_auc",
+    cfg = _cfg(data_root, f"run.out_dir='{tmp_path}'", "federation.rounds=3", f"federation.select={select}",
                "federation.keep_checkpoints=1", "eval.fgsm_eps=[0.003]")
     run = FederatedRun(cfg)
     done, state, _ = run.initial_state()
@@ -208,8 +209,9 @@ def test_round_selection_on_the_server_val_split(data_root, tmp_path):
         next(v for v in state.values() if v.is_floating_point()).add_(0.01 * rnd)
         states.append(state)
         metrics = run.evaluate(state)
-        assert {"val_acc", "val_auc", "acc", "fgsm_acc"} <= set(metrics)
-        metrics["val_auc"] = [0.7, 0.9, 0.8][rnd - 1]  # round 2 is the best on val
+        assert {"val_acc", "val_auc", "val_fgsm_acc", "acc", "fgsm_acc"} <= set(metrics)
+        assert 0 <= metrics["val_fgsm_acc"] <= 1
+        metrics[key] = [0.7, 0.9, 0.8][rnd - 1]  # round 2 is the best on val
         run.end_round(rnd, state, {}, {"server": metrics})
     assert [p.name for p in sorted((run.run.path / "checkpoints").iterdir())] == ["best.pt", "round_0003.pt"]
     summary = run.finish(states[-1])

@@ -12,8 +12,15 @@ from torch import nn
 Eps = float | torch.Tensor
 
 
-def classification_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy for C-logit heads; binary cross-entropy for a single-logit head."""
+def classification_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean",
+                        class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy for C-logit heads; binary cross-entropy for a single-logit head.
+
+    ``class_weight`` (one weight per class) scales each sample's loss by its class's weight.
+    """
+    if class_weight is not None:
+        per_sample = classification_loss(logits, y, reduction="none") * class_weight[y]
+        return per_sample.sum() if reduction == "sum" else per_sample.mean() if reduction == "mean" else per_sample
     if logits.shape[-1] == 1:
         return F.binary_cross_entropy_with_logits(logits.squeeze(-1), y.float(), reduction=reduction)
     return F.cross_entropy(logits, y, reduction=reduction)

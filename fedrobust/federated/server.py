@@ -43,7 +43,7 @@ class FederatedRun:
         select = cfg.federation.select
         needs_val = select != "last" or cfg.federation.bn_recalibration == "val"
         self.val = load_from_config(cfg.data, "val") if needs_val else None
-        self.select_key = {"val_auc": "val_auc", "val_acc": "val_acc"}.get(select)
+        self.select_key = {"val_auc": "val_auc", "val_acc": "val_acc", "val_fgsm": "val_fgsm_acc"}.get(select)
         self.started = time.perf_counter()
 
     # state ------------------------------------------------------------------------------------
@@ -89,7 +89,8 @@ class FederatedRun:
         out.update({"fgsm_eps": eps, "fgsm_acc": adv["acc"], "fgsm_auc": adv["auc"]})
         if self.val is not None:  # the server's own split, for model selection (test never selects)
             val = evaluate(self.model, self.val, bs)
-            out.update({"val_acc": val["acc"], "val_auc": val["auc"]})
+            val_adv = evaluate(self.model, self.val, bs, x=adversarial_images(self.model, self.val, eps, bs))
+            out.update({"val_acc": val["acc"], "val_auc": val["auc"], "val_fgsm_acc": val_adv["acc"]})
         return out
 
     def end_round(self, server_round: int, state: StateDict, strategy_state: dict[str, Any],

@@ -20,7 +20,7 @@ from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir
 from fedrobust.seeding import seed_everything
 from fedrobust.train.evaluate import evaluate, evaluate_robust
-from fedrobust.train.local import make_optimizer, train_epoch
+from fedrobust.train.local import class_weights, make_optimizer, train_epoch
 
 
 def _selection_score(select: str, val: dict[str, float], epoch: int) -> float:
@@ -42,6 +42,7 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
     policy = AdversarialPolicy(cfg.augment, torch.Generator().manual_seed(cfg.run.seed + 1))
     a = cfg.augment
     classic = ClassicAugment(a.classic, cfg.data.image_size, a.rotation_degrees, a.crop_padding, a.jitter)
+    weights = class_weights(cfg.train, train.labels, info.num_classes)
     run = RunDir.create(cfg)
     log(f"run {run.path}: {cfg.model.name} ({count_parameters(model):,} params) on {info.flag} "
         f"train/val/test {len(train)}/{len(val)}/{len(test)}, augment={a.mode}")
@@ -51,7 +52,7 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
     for epoch in range(cfg.train.epochs):
         with progress_bar(total=len(train), desc=f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
             stats = train_epoch(model, train.images, train.labels, optimizer, cfg.train, policy,
-                                classic, epoch, generator, progress=bar)
+                                classic, epoch, generator, progress=bar, class_weight=weights)
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()

@@ -39,6 +39,17 @@ def make_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def class_weights(cfg: TrainSection, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """Per-class loss weights for ``train.class_weights``: None, or "balanced" (n / (C * n_c), as
+    scikit-learn's), from ``labels``: the whole training split, not a client's skewed shard, so all
+    clients of a federation weight the classes alike. A class absent from ``labels`` gets weight 0."""
+    if cfg.class_weights == "none":
+        return None
+    counts = torch.bincount(labels.long().reshape(-1), minlength=num_classes).double()
+    weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp_min(1)), 0.0)
+    return weights.float()
+
+
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Continue from a saved optimizer state; the learning rate and betas stay the config's."""
     current = optimizer.state_dict()["param_groups"]
@@ -52,7 +63,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
 
 
 def _fused_step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: AdversarialPolicy
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: AdversarialPolicy,
+    class_weight: torch.Tensor | None = None,
 ) -> tuple[float, int, int, torch.Tensor]:
     """Clean forward/backward that also yields d loss / d x, then one backward on the adversarial copies.
 
@@ -62,10 +74,11 @@ def _fused_step(
     m = max(1, round(policy.cfg.fraction * n)) * (2 if policy.cfg.mode == "both" else 1)
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    clean = classification_loss(logits, y, reduction="sum")
+    clean = classification_loss(logits, y, reduction="sum", class_weight=class_weight)
     (clean / (n + m)).backward()
+    # a positive per-sample weight scales x.grad but not its sign: FGSM's step is unchanged
     batch = policy.augment(model, x.detach(), y, input_grad=x.grad)
-    adv = classification_loss(model(batch.x), batch.y, reduction="sum")
+    adv = classification_loss(model(batch.x), batch.y, reduction="sum", class_weight=class_weight)
     (adv / (n + batch.n_adv)).backward()
     return float(clean.detach() + adv.detach()), n + batch.n_adv, batch.n_adv, logits.detach()
 
@@ -83,11 +96,13 @@ def train_epoch(
     progress=None,
     proximal_mu: float = 0.0,
     anchor: list[torch.Tensor] | None = None,
+    class_weight: torch.Tensor | None = None,
 ) -> EpochStats:
     """Train ``model`` in place for one epoch over ``(x, y)``; returns its statistics.
 
     With ``proximal_mu > 0`` and ``anchor`` (the global parameters), adds FedProx's proximal
-    term mu/2 * ||w - w_global||^2 through its gradient mu * (w - w_global).
+    term mu/2 * ||w - w_global||^2 through its gradient mu * (w - w_global). ``class_weight``:
+    per-class loss weights (``class_weights``).
     """
     model.train()
     adversarial = policy is not None and policy.active(epoch)
@@ -100,12 +115,12 @@ def train_epoch(
             xb = classic(xb)
         optimizer.zero_grad(set_to_none=True)
         if fused:
-            batch_loss, n_trained, n_adv, clean_logits = _fused_step(model, xb, yb, policy)
+            batch_loss, n_trained, n_adv, clean_logits = _fused_step(model, xb, yb, policy, class_weight)
         else:
             batch = policy.augment(model, xb, yb) if adversarial else None
             bx, by = (batch.x, batch.y) if batch else (xb, yb)
             logits = model(bx)
-            loss = classification_loss(logits, by, reduction="sum")
+            loss = classification_loss(logits, by, reduction="sum", class_weight=class_weight)
             (loss / len(by)).backward()
             batch_loss, n_trained, n_adv = float(loss.detach()), len(by), batch.n_adv if batch else 0
             clean_logits = logits[: len(yb)].detach()
