@@ -5,7 +5,8 @@ each process of the runtime first appears (SuperLink, SuperExec, `flwr run`, the
 runtime, Ray's GCS and raylet, Ray workers, the client actor), when the ServerApp is ready (it asks
 every node to warm up and evaluates the initial model meanwhile) and when round 1 starts, every client
 having loaded its ClientApp, shard and model (from `metrics.jsonl`): the start-up figure of
-federation_overhead.py.
+federation_overhead.py. Also the CPU seconds each kind of process of the launch has used by then,
+and the machine's idle core-seconds: whether the start-up waits on work or on something else.
 
     python benchmarks/startup_timeline.py [--config configs/quickstart.toml] [--repeats 3] [--set k=v ...]
 """
@@ -37,6 +38,15 @@ MILESTONES = {  # process command-line marker -> label, in the order they normal
     "ray::IDLE": "first Ray worker",
     "ClientAppActor": "client actor",
 }
+CPU_GROUPS = {  # command-line marker -> who spends the CPU time (first match wins)
+    "ClientAppActor": "client actors",
+    "flwr-simulation": "simulation runtime + ServerApp",
+    "fedrobust simulate": "`fedrobust simulate` (config and data checks)",
+    "flower-superlink": "SuperLink",
+    "flower-superexec": "SuperExec",
+    "flwr run": "`flwr run`",
+    "ray": "Ray (GCS, raylet, agents, idle workers)",
+}
 QUICK = ["federation.rounds=1", "federation.local_epochs=1", "distill.enabled=false", "export.enabled=false"]
 
 
@@ -46,12 +56,23 @@ def one_launch(config: str, overrides: list[str], out_dir: Path) -> dict[str, fl
     started = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=ROOT)
     seen: dict[str, float] = {}
+    cpu: dict[int, tuple[str, float]] = {}  # pid -> (group, user + system seconds so far)
+    snapshots: list[tuple[float, dict[str, float], float]] = []  # (t, CPU s by group, machine idle s)
+    idle0 = psutil.cpu_times().idle
     while proc.poll() is None:
-        for p in psutil.process_iter(["cmdline"]):
+        for p in psutil.process_iter(["cmdline", "cpu_times", "create_time"]):
             line = " ".join(p.info["cmdline"] or [])
             for marker in MILESTONES:
                 if marker not in seen and marker in line:
                     seen[marker] = time.time() - started
+            times = p.info["cpu_times"]
+            if times is not None and (p.info["create_time"] or 0) >= started - 0.1:
+                group = next((g for m, g in CPU_GROUPS.items() if m in line), "other")
+                cpu[p.pid] = (group, times.user + times.system)
+        by_group: dict[str, float] = {}
+        for group, seconds in cpu.values():
+            by_group[group] = by_group.get(group, 0.0) + seconds
+        snapshots.append((time.time() - started, by_group, psutil.cpu_times().idle - idle0))
         time.sleep(0.05)
     if proc.returncode != 0:
         raise SystemExit(f"simulation failed ({proc.returncode}); run it by hand: {' '.join(cmd)}")
@@ -62,6 +83,11 @@ def one_launch(config: str, overrides: list[str], out_dir: Path) -> dict[str, fl
     seen["round-0 evaluation s"] = zero["seconds"]
     seen["loading s"] = zero["warmup_loading_seconds"]
     seen["exit"] = time.time() - started
+    # CPU spent by the processes of this launch until round 1 starts (the last sample before it)
+    _, by_group, idle = max((snap for snap in snapshots if snap[0] <= seen["round 1"]), key=lambda snap: snap[0])
+    seen.update({f"cpu {group}": seconds for group, seconds in by_group.items()})
+    seen["cpu total"] = sum(by_group.values())
+    seen["cpu idle"] = idle
     return seen
 
 
@@ -81,8 +107,15 @@ def main() -> int:
               "round-0 evaluation s": "(round-0 evaluation, s)",
               "loading s": "(longest client shard + model loading in the warm-up, s)",
               "exit": "command returns (1 round)"}
-    keys = sorted(labels, key=lambda k: statistics.median(r.get(k, float("inf")) for r in runs)
-                  if not k.endswith(" s") else float("inf"))
+    durations = [k for k in labels if k.endswith(" s")]
+    milestones = sorted((k for k in labels if k not in durations),
+                        key=lambda k: statistics.median(r.get(k, float("inf")) for r in runs))
+    groups = sorted({k for r in runs for k in r if k.startswith("cpu ") and k not in ("cpu total", "cpu idle")},
+                    key=lambda k: -statistics.median(r.get(k, 0.0) for r in runs))
+    labels.update({k: f"(CPU s until round 1: {k[4:]})" for k in groups})
+    labels["cpu total"] = "(CPU s until round 1: all processes of the launch)"
+    labels["cpu idle"] = f"(idle core-seconds of the machine's {psutil.cpu_count()} cores until round 1)"
+    keys = [*milestones, *durations, *groups, "cpu total", "cpu idle"]
     print(f"Command: `{command()}`  \nMachine: {describe()}\n")
     print("| seconds after launch (median) | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
           + " | milestone |")

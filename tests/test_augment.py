@@ -5,7 +5,7 @@ from torch import nn
 from fedrobust.attacks import classification_loss, fgsm
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import AugmentSection, TrainSection
-from fedrobust.train.local import _fused_step, make_optimizer, train_epoch
+from fedrobust.train.local import _fused_step, class_weights, make_optimizer, train_epoch
 
 
 def _net() -> nn.Module:
@@ -66,6 +66,32 @@ def test_fused_step_equals_naive_append(mode, sampling):
     assert (n_trained, n_adv) == (len(batch.y), batch.n_adv)
     for p, q in zip(naive.parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_step_with_class_weights_equals_naive_append():
+    """Weighted classes: the fused step still matches the naive batch (FGSM's sign is unchanged)."""
+    x, y = _batch()
+    weight = torch.tensor([3.0, 1.0, 0.5])
+    naive, fused = _net(), _net()
+    kw = {"mode": "both", "eps": 0.01, "fraction": 1.0}
+    batch = _policy(**kw).augment(naive, x, y)
+    (classification_loss(naive(batch.x), batch.y, "sum", class_weight=weight) / len(batch.y)).backward()
+    _fused_step(fused, x, y, _policy(**kw, fused=True), class_weight=weight)
+    for p, q in zip(naive.parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_balanced_class_weights_give_every_present_class_the_same_total():
+    labels = torch.tensor([0, 1, 1, 1, 1, 1, 1, 0])  # class 2 absent
+    assert class_weights(TrainSection(), labels, 3) is None  # default: unweighted
+    w = class_weights(TrainSection(class_weights="balanced"), labels, 3)
+    torch.testing.assert_close(w, torch.tensor([8 / 6, 8 / 18, 0.0]))
+    counts = torch.bincount(labels, minlength=3).float()
+    torch.testing.assert_close(w[:2] * counts[:2], torch.full((2,), 8 / 3))
+    logits = torch.randn(8, 3)
+    per_sample = classification_loss(logits, labels, "none")
+    torch.testing.assert_close(classification_loss(logits, labels, "sum", class_weight=w),
+                               (per_sample * w[labels]).sum())
 
 
 def test_train_epoch_reports_adversarial_share():

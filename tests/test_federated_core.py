@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fedrobust.config import load_config
+from fedrobust.data.loading import load_from_config
 from fedrobust.errors import ConfigError, FedrobustError
 from fedrobust.federated import LocalClient, alt_partitions, check_federation, is_finite_state, sample_partitions
 from fedrobust.federated.client import InjectedFault
@@ -83,6 +84,21 @@ def test_warm_up_leaves_the_first_round_only_round_work(data_root):
     assert _cached_model.cache_info().misses == 1  # the warm-up built it
     _, metrics = client.train(client.build_model().state_dict(), server_round=1)
     assert _cached_model.cache_info().misses == 1 and metrics["num-examples"] == len(client.train_data())
+
+
+def test_balanced_clients_weight_classes_by_the_whole_split_and_train_differently(data_root):
+    """Label-skewed shards, one class weighting: each client takes the weights from the whole
+    training split (which every client reads to partition it), not from its own shard."""
+    cfg = _cfg(data_root, "partition.scheme=dirichlet", "partition.alpha=0.3", "train.class_weights=balanced")
+    a, b = LocalClient(cfg, 0), LocalClient(cfg, 1)
+    assert not torch.equal(a.train_data().labels.bincount(minlength=2), b.train_data().labels.bincount(minlength=2))
+    torch.testing.assert_close(a.class_weight(), b.class_weight())
+    counts = torch.bincount(load_from_config(cfg.data, "train").labels, minlength=2).float()
+    torch.testing.assert_close(a.class_weight(), counts.sum() / (2 * counts))
+    init = a.build_model().state_dict()
+    weighted, _ = a.train(init, 1)
+    plain, _ = LocalClient(_cfg(data_root, "partition.scheme=dirichlet", "partition.alpha=0.3"), 0).train(init, 1)
+    assert not all(torch.equal(weighted[k], plain[k]) for k in weighted)
 
 
 def test_alt_clients_use_the_alternative_policy(data_root):
