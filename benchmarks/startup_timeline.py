@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def one_launch(config: str, overrides: list[str], out_dir: Path) -> dict[str, fl
                 if marker not in seen and marker in line:
                     seen[marker] = time.time() - started
             times = p.info["cpu_times"]
-            if times is not None and (p.info["create_time"] or 0) >= started - 0.1:
+            # psutil's create_time rests on a whole-second boot time: allow 2 s of slack
+            if times is not None and p.pid != os.getpid() and (p.info["create_time"] or 0) >= started - 2:
                 group = next((g for m, g in CPU_GROUPS.items() if m in line), "other")
                 cpu[p.pid] = (group, times.user + times.system)
         by_group: dict[str, float] = {}
