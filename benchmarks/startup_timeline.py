@@ -46,7 +46,8 @@ CPU_GROUPS = {  # command-line marker -> who spends the CPU time (first match wi
     "flower-superlink": "SuperLink",
     "flower-superexec": "SuperExec",
     "flwr run": "`flwr run`",
-    "ray": "Ray (GCS, raylet, agents, idle workers)",
+    "ray::": "Ray (GCS, raylet, agents, idle workers)",  # Ray's renamed workers and agents
+    "/ray/": "Ray (GCS, raylet, agents, idle workers)",  # Ray's binaries and scripts
 }
 QUICK = ["federation.rounds=1", "federation.local_epochs=1", "distill.enabled=false", "export.enabled=false"]
 

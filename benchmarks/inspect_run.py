@@ -1,0 +1,81 @@
+"""Figures read off one federated run directory, for the results pages (federation issue).
+
+- the class shares of the dataset's train / val / test splits;
+- per round range (``--rounds A-B``): the mean, min and max of the server's test ACC, test FGSM accuracy (at the
+  run's ``federation.eval_eps``), val ACC and val AUC from ``metrics.jsonl``;
+- the round each val criterion would select (first best, as the server keeps it);
+- one checkpoint (``--checkpoint``, default ``model.pt``; e.g. ``checkpoints/round_0019.pt``): test
+  ACC / AUC, FGSM accuracy at every ``eval.fgsm_eps``, and accuracy per class, clean and under FGSM
+  at ``--class-eps``.
+
+    python benchmarks/inspect_run.py RUN_DIR [--rounds 9-20 ...] [--checkpoint model.pt] [--class-eps 0.005]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from fedrobust.config import load_config
+from fedrobust.data.loading import load_from_config
+from fedrobust.models import model_for
+from fedrobust.rundir import RunDir
+from fedrobust.train.evaluate import adversarial_images, evaluate, evaluate_robust, predict_proba
+
+SERVER_KEYS = ("acc", "fgsm_acc", "val_acc", "val_auc")
+SELECT_KEYS = ("val_auc", "val_acc", "val_fgsm_acc")
+
+
+def round_range(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    return int(first), int(last or first)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--rounds", type=round_range, action="append", default=[], metavar="A-B")
+    p.add_argument("--checkpoint", default="model.pt", help="relative to the run directory")
+    p.add_argument("--class-eps", type=float, default=0.005)
+    args = p.parse_args()
+    cfg = load_config(args.run_dir / "config.toml")
+    rounds = [r for r in RunDir(args.run_dir).metrics() if r.get("round", 0) >= 1]
+
+    splits = {s: load_from_config(cfg.data, s) for s in ("train", "val", "test")}
+    print(f"{args.run_dir.name}: eval_eps {cfg.federation.eval_eps}")
+    for name, split in splits.items():
+        shares = torch.bincount(split.labels, minlength=split.info.num_classes).float() / len(split)
+        print(f"  {name}: {len(split)} images, class shares " + " ".join(f"{s:.3f}" for s in shares.tolist()))
+    for first, last in args.rounds:
+        chosen = [r["server"] for r in rounds if first <= r["round"] <= last]
+        values = {k: [s[k] for s in chosen] for k in SERVER_KEYS if all(k in s for s in chosen)}
+        print(f"  rounds {first}-{last}, mean [min-max]: " + "  ".join(
+            f"{k} {statistics.mean(v):.3f} [{min(v):.3f}-{max(v):.3f}]" for k, v in values.items()))
+    for key in SELECT_KEYS:
+        scored = [r for r in rounds if key in r["server"]]
+        if scored:
+            best = max(scored, key=lambda r: (r["server"][key], -r["round"]))
+            s = best["server"]
+            print(f"  {key} selects round {best['round']}: test acc {s['acc']:.3f}, fgsm_acc {s['fgsm_acc']:.3f}")
+
+    test = splits["test"]
+    model = model_for(cfg, test.images.shape[1], test.info.num_classes)
+    model.load_state_dict(torch.load(args.run_dir / args.checkpoint, map_location="cpu", weights_only=False)["model"])
+    clean = evaluate(model, test, cfg.eval.batch_size)
+    robust = evaluate_robust(model, test, cfg.eval.fgsm_eps, cfg.eval.batch_size)
+    print(f"  {args.checkpoint}: test acc {clean['acc']:.3f} auc {clean['auc']:.3f}; FGSM acc "
+          + "  ".join(f"{eps}:{m['acc']:.3f}" for eps, m in robust.items()))
+    attacked = adversarial_images(model, test, args.class_eps, cfg.eval.batch_size)
+    for label, x in (("clean", test.images), (f"FGSM@{args.class_eps:g}", attacked)):
+        predicted = predict_proba(model, x, cfg.eval.batch_size).argmax(1)
+        per_class = [(predicted[test.labels == c] == c).float().mean().item() for c in range(test.info.num_classes)]
+        print(f"  {label} accuracy per class: " + " ".join(f"{a:.3f}" for a in per_class))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
