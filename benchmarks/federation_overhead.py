@@ -11,6 +11,7 @@ scale: 1000 virtual clients, 10 % (and 5 %) sampled per round, 2 rounds; peak RS
   process tree and the per-round time against the number of sampled clients.
 
     python benchmarks/federation_overhead.py [overhead] [scale] [--epochs 1 3] [--threads 2] [--parallel]
+        [--clients 5]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _sequential_rounds(cfg, threads: int) -> list[float]:
     return [r["seconds"] for r in seq["history"]]
 
 
-def _overhead_once(epochs: int, threads: int, parallel: bool) -> dict:
+def _overhead_once(epochs: int, threads: int, parallel: bool, clients: int) -> dict:
     """Bare sequential loop, `fedrobust simulate`, bare loop again, all with the same work.
 
     ``parallel``: Flower as the configs ship it (one CPU per client, so Ray trains as many clients
@@ -55,11 +56,11 @@ def _overhead_once(epochs: int, threads: int, parallel: bool) -> dict:
     config = OVERHEAD_CONFIG
     cores = os.cpu_count() or 1
     per_client, ray_cpus, bare_threads = (1, cores, cores) if parallel else (threads, threads, threads)
-    overrides = [*OVERHEAD, f"federation.local_epochs={epochs}", f"simulation.cpus_per_client={per_client}",
-                 f"simulation.num_cpus={ray_cpus}"]
+    overrides = [*OVERHEAD, f"partition.num_clients={clients}", f"federation.local_epochs={epochs}",
+                 f"simulation.cpus_per_client={per_client}", f"simulation.num_cpus={ray_cpus}"]
     cfg = load_config(ROOT / config, [f"run.out_dir='{RUNS / 'sequential'}'", *overrides])
     before = _sequential_rounds(cfg, bare_threads)
-    tag = "parallel" if parallel else f"t{threads}"
+    tag = ("parallel" if parallel else f"t{threads}") + f"-c{clients}"
     sim = simulate(config, overrides, RUNS, log_file=RUNS / f"overhead-{epochs}-{tag}.log")
     after = _sequential_rounds(cfg, bare_threads)
     seq_rounds = [(a + b) / 2 for a, b in zip(before, after, strict=True)]
@@ -81,8 +82,8 @@ def _overhead_once(epochs: int, threads: int, parallel: bool) -> dict:
     }
 
 
-def overhead(lines: list[str], epochs: list[int], threads: int, parallel: bool) -> bool:
-    results = [_overhead_once(e, threads, parallel) for e in epochs]
+def overhead(lines: list[str], epochs: list[int], threads: int, parallel: bool, clients: int) -> bool:
+    results = [_overhead_once(e, threads, parallel, clients) for e in epochs]
     cores = os.cpu_count() or 1
     if parallel:
         title = f"Flower + Ray as configured: {cores} clients at once, 1 torch thread each"
@@ -96,7 +97,7 @@ def overhead(lines: list[str], epochs: list[int], threads: int, parallel: bool) 
     lines += [
         f"## Overhead of the Flower + Ray runtime ({title})",
         "",
-        "pneumoniamnist (4708 training images), resnet18, 5 IID clients, 3 rounds, FedAvg.",
+        f"pneumoniamnist (4708 training images), resnet18, {clients} IID clients, 3 rounds, FedAvg.",
         *how,
         "Each row is one bare sequential loop, one `fedrobust simulate` and the bare loop again, with the same",
         "local work. Compared: the training phase of each round (sampling, local updates, transfer,",
@@ -179,6 +180,9 @@ def main() -> int:
     p.add_argument("--parallel", action="store_true",
                    help="Flower with 1 CPU per client (clients train side by side, as the configs ship) against "
                         "the bare loop using every core")
+    p.add_argument("--clients", type=int, default=5,
+                   help="clients of the overhead runs (the same data split among them); with --parallel an odd "
+                        "count leaves one Ray slot idle for the last client of each round")
     p.add_argument("--out", default=str(ROOT / "docs/results/federation_overhead.md"))
     args = p.parse_args()
     if set(args.parts) - {"overhead", "scale"}:
@@ -189,7 +193,10 @@ def main() -> int:
     ok = True
     started = time.time()
     for part in args.parts:
-        ok &= overhead(lines, args.epochs, args.threads, args.parallel) if part == "overhead" else scale(lines)
+        if part == "overhead":
+            ok &= overhead(lines, args.epochs, args.threads, args.parallel, args.clients)
+        else:
+            ok &= scale(lines)
     lines.append(f"Benchmark wall time: {time.time() - started:.0f} s.")
     text = write_report(args.out, lines)
     print(text)
