@@ -79,6 +79,9 @@ class TrainSection:
     select: str = "val_auc"  # checkpoint to report: best by val AUC, best by val acc, or last
     # "balanced": each sample's loss weighted by n / (C * n_class) of the whole training split
     class_weights: str = "none"
+    # "client_prior": a federated client trains on logits + log(its class prior / the training split's),
+    # so label-skewed shards stop biasing the shared model (fedrobust/train/prior.py)
+    logit_adjustment: str = "none"
 
 
 @dataclass
@@ -423,6 +426,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _one_of(t.scheduler, "train.scheduler", ("cosine", "none"))
     _one_of(t.select, "train.select", ("val_auc", "val_acc", "last"))
     _one_of(t.class_weights, "train.class_weights", ("none", "balanced"))
+    _one_of(t.logit_adjustment, "train.logit_adjustment", ("none", "client_prior"))
     _validate_augment(cfg.augment, "augment")
     _validate_augment(cfg.alt_augment, "alt_augment")
     _require(e.batch_size >= 1, "eval.batch_size", "must be >= 1")

@@ -20,6 +20,7 @@ from fedrobust.federated.plan import alt_partitions, local_seed
 from fedrobust.models import build_model
 from fedrobust.train.evaluate import evaluate
 from fedrobust.train.local import class_weights, load_optimizer_state, make_optimizer, train_epoch
+from fedrobust.train.prior import OffsetLogits, prior_offset
 
 StateDict = dict[str, torch.Tensor]
 
@@ -95,12 +96,24 @@ class LocalClient:
                                   1.0, 1, 1)
         return _cached_split(self._data_key(), "test").subset(parts[self.partition_id])
 
+    def _whole_train(self) -> ImageSplit:
+        """The training split this client's shard comes from (the split every client reads to
+        partition it), or the node's own file."""
+        return (_cached_own_split(self.data_file, self._data_key(), "train") if self.data_file
+                else _cached_split(self._data_key(), "train"))
+
     def class_weight(self) -> torch.Tensor | None:
-        """``train.class_weights`` from the whole training split this client's shard comes from
-        (the split every client reads to partition it), or from the node's own file."""
-        split = (_cached_own_split(self.data_file, self._data_key(), "train") if self.data_file
-                 else _cached_split(self._data_key(), "train"))
+        """``train.class_weights`` from the whole training split, so all clients weight alike."""
+        split = self._whole_train()
         return class_weights(self.cfg.train, split.labels, split.info.num_classes)
+
+    def logit_offset(self) -> torch.Tensor | None:
+        """``train.logit_adjustment``: log(shard prior / whole split's prior) per class, or None. A node
+        with its own file has no view of the federation's prior: its offset is zero."""
+        if self.cfg.train.logit_adjustment == "none":
+            return None
+        split = self._whole_train()
+        return prior_offset(self.train_data().labels, split.labels, split.info.num_classes)
 
     def _model_key(self) -> tuple:
         c, info = self.cfg, dataset_info(self.cfg.data.dataset)  # no data file needed to know the shape
@@ -153,12 +166,14 @@ class LocalClient:
         classic = ClassicAugment(aug.classic, cfg.data.image_size, aug.rotation_degrees, aug.crop_padding, aug.jitter)
         generator = torch.Generator().manual_seed(seed)
         weight = self.class_weight()
+        offset = self.logit_offset()
+        trained = OffsetLogits(model, offset) if offset is not None else model
         stats = []
         for epoch in range(cfg.federation.local_epochs):
             # warm-up counts rounds: a client's adversarial augmentation starts after
             # `warmup_epochs` of federated training (local epochs x rounds).
             global_epoch = (server_round - 1) * cfg.federation.local_epochs + epoch
-            stats.append(train_epoch(model, data.images, data.labels, optimizer, cfg.train, policy, classic,
+            stats.append(train_epoch(trained, data.images, data.labels, optimizer, cfg.train, policy, classic,
                                      global_epoch, generator, proximal_mu=proximal_mu, anchor=anchor,
                                      class_weight=weight))
         new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
