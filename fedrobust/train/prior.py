@@ -4,7 +4,9 @@ A client whose shard has class prior pi_k sees p_k(y | x) ~ p(x | y) pi_k(y), no
 p(y | x) ~ p(x | y) pi(y). Training on ``logits + log pi_k - log pi`` lets the shared model's plain
 logits estimate the federation's posterior while each client fits its own labels, so a client with
 few images of a class no longer pushes that class down in the global model (the calibration of
-FedLC, Zhang et al., ICML 2022, with the offset taken relative to the global prior).
+FedLC, Zhang et al., ICML 2022, with the offset taken relative to the global prior). A client's
+adversarial copies are crafted on the same adjusted loss it trains on; evaluation and every attack on
+the global model use its plain logits.
 """
 
 from __future__ import annotations
