@@ -181,8 +181,8 @@ def main() -> int:
                    help="Flower with 1 CPU per client (clients train side by side, as the configs ship) against "
                         "the bare loop using every core")
     p.add_argument("--clients", type=int, default=5,
-                   help="clients of the overhead runs (the same data split among them); with --parallel an odd "
-                        "count leaves one Ray slot idle for the last client of each round")
+                   help="clients of the overhead runs (the same data split among them); with --parallel a count "
+                        "that is not a multiple of the cores leaves Ray slots idle at the end of each round")
     p.add_argument("--out", default=str(ROOT / "docs/results/federation_overhead.md"))
     args = p.parse_args()
     if set(args.parts) - {"overhead", "scale"}:
