@@ -4,6 +4,7 @@
 - per round range (``--rounds A-B``): the mean, min and max of the server's test ACC, test FGSM accuracy (at the
   run's ``federation.eval_eps``), val ACC and val AUC from ``metrics.jsonl``;
 - the round each val criterion would select (first best, as the server keeps it);
+- the clients' mean training loss in the last round;
 - one checkpoint (``--checkpoint``, default ``model.pt``; e.g. ``checkpoints/round_0019.pt``): test
   ACC / AUC, FGSM accuracy at every ``eval.fgsm_eps``, and accuracy per class, clean and under FGSM
   at ``--class-eps``.
@@ -61,6 +62,8 @@ def main() -> int:
             best = max(scored, key=lambda r: (r["server"][key], -r["round"]))
             s = best["server"]
             print(f"  {key} selects round {best['round']}: test acc {s['acc']:.3f}, fgsm_acc {s['fgsm_acc']:.3f}")
+    last = rounds[-1]
+    print(f"  round {last['round']}: clients' train loss {last['clients']['train-loss']:.3f}")
 
     test = splits["test"]
     model = model_for(cfg, test.images.shape[1], test.info.num_classes)

@@ -39,6 +39,7 @@ MILESTONES = {  # process command-line marker -> label, in the order they normal
     "ray::IDLE": "first Ray worker",
     "ClientAppActor": "client actor",
 }
+RAY = "Ray (GCS, raylet, agents, idle workers)"
 CPU_GROUPS = {  # command-line marker -> who spends the CPU time (first match wins)
     "ClientAppActor": "client actors",
     "flwr-simulation": "simulation runtime + ServerApp",
@@ -46,8 +47,8 @@ CPU_GROUPS = {  # command-line marker -> who spends the CPU time (first match wi
     "flower-superlink": "SuperLink",
     "flower-superexec": "SuperExec",
     "flwr run": "`flwr run`",
-    "ray::": "Ray (GCS, raylet, agents, idle workers)",  # Ray's renamed workers and agents
-    "/ray/": "Ray (GCS, raylet, agents, idle workers)",  # Ray's binaries and scripts
+    "ray::": RAY,  # Ray's renamed workers and agents
+    "/ray/": RAY,  # Ray's binaries and scripts
 }
 QUICK = ["federation.rounds=1", "federation.local_epochs=1", "distill.enabled=false", "export.enabled=false"]
 
