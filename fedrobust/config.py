@@ -138,6 +138,10 @@ class FederationSection:
     # ("val_auc", "val_acc", or "val_fgsm": accuracy under FGSM at eval_eps, against robust overfitting)
     bn_recalibration: str = "none"  # "val": re-estimate BatchNorm stats of each global model on val
     keep_optimizer_state: bool = False  # clients carry their optimizer state (Adam moments) from round to round
+    # clients' learning rate across rounds: "constant" (train.lr every round) or "cosine" (train.lr in
+    # round 1 down to train.lr * lr_final in the last round), to damp the round-to-round swings late in a run
+    lr_schedule: str = "constant"
+    lr_final: float = 0.1
 
 
 @dataclass
@@ -522,6 +526,8 @@ def _validate_federation(cfg: ExperimentConfig) -> None:
     _require(f.keep_checkpoints >= 1, "federation.keep_checkpoints", "must be >= 1")
     _one_of(f.select, "federation.select", ("last", "val_auc", "val_acc", "val_fgsm"))
     _one_of(f.bn_recalibration, "federation.bn_recalibration", ("none", "val"))
+    _one_of(f.lr_schedule, "federation.lr_schedule", ("constant", "cosine"))
+    _require(0 < f.lr_final <= 1, "federation.lr_final", f"must be in (0, 1] (a factor of train.lr), got {f.lr_final}")
     _require(sim.num_cpus >= 0, "simulation.num_cpus", f"must be >= 0, got {sim.num_cpus}")
     _require(sim.cpus_per_client > 0, "simulation.cpus_per_client", f"must be > 0, got {sim.cpus_per_client}")
     _require(sim.startup_timeout > 0, "simulation.startup_timeout", "must be > 0")

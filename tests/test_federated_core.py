@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,20 @@ def test_kept_optimizer_state_continues_adam(data_root):
         other.train(other.build_model().state_dict(), 2, optimizer_state=kept)
 
 
+def test_cosine_schedule_lowers_the_clients_learning_rate_round_by_round(data_root):
+    from fedrobust.federated.plan import round_lr
+
+    cfg = _cfg(data_root, "train.lr=0.01", "federation.rounds=5", "federation.lr_schedule=cosine",
+               "federation.lr_final=0.2", "federation.keep_optimizer_state=true")
+    rates = [round_lr(cfg, r) for r in range(1, 6)]
+    assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.002)
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert round_lr(_cfg(data_root, "train.lr=0.01", "federation.rounds=5"), 5) == 0.01  # constant
+    client = LocalClient(cfg, 0)
+    client.train(client.build_model().state_dict(), 4)
+    assert client.optimizer_state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(rates[3])
+
+
 def test_global_average_is_an_ema_of_weights_with_the_newest_buffers():
     from fedrobust.federated.averaging import GlobalAverage
     from fedrobust.models import build_model
@@ -220,6 +235,8 @@ def _labels(data_root):
     (["federation.trimmed_beta=0.5"], "federation.trimmed_beta"),
     (["faults.fail_partitions=[9]", "partition.num_clients=3"], "faults.fail_partitions[0]"),
     (["simulation.cpus_per_client=0"], "simulation.cpus_per_client"),
+    (["federation.lr_schedule=step"], "federation.lr_schedule"),
+    (["federation.lr_final=0"], "federation.lr_final"),
 ])
 def test_bad_federation_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError) as info:

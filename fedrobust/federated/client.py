@@ -16,7 +16,7 @@ from fedrobust.data.catalog import dataset_info
 from fedrobust.data.loading import ImageSplit, load_from_config, load_own_file
 from fedrobust.data.partition import partition_indices
 from fedrobust.errors import FedrobustError
-from fedrobust.federated.plan import alt_partitions, local_seed
+from fedrobust.federated.plan import alt_partitions, local_seed, round_lr
 from fedrobust.models import build_model
 from fedrobust.train.evaluate import evaluate
 from fedrobust.train.local import class_weights, load_optimizer_state, make_optimizer, train_epoch
@@ -157,7 +157,7 @@ class LocalClient:
         data = self.train_data()
         model = self._work_model(state)
         anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
-        optimizer = make_optimizer(model, cfg.train)
+        optimizer = make_optimizer(model, dataclasses.replace(cfg.train, lr=round_lr(cfg, server_round)))
         if optimizer_state is not None:
             load_optimizer_state(optimizer, optimizer_state["optimizer"])
         steps_before = int(optimizer_state["steps"]) if optimizer_state is not None else 0
