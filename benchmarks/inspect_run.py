@@ -7,7 +7,9 @@
 - the clients' mean training loss in the last round;
 - one checkpoint (``--checkpoint``, default ``model.pt``; e.g. ``checkpoints/round_0019.pt``): test
   ACC / AUC, FGSM accuracy at every ``eval.fgsm_eps``, and accuracy per class, clean and under FGSM
-  at ``--class-eps``.
+  at ``--class-eps``;
+- for a binary task, the decision threshold on p(class 1) that maximises the checkpoint's val accuracy, and
+  test accuracy at it (does a val-tuned operating point generalise?).
 
     python benchmarks/inspect_run.py RUN_DIR [--rounds 9-20 ...] [--checkpoint model.pt] [--class-eps 0.005]
 """
@@ -77,7 +79,28 @@ def main() -> int:
         predicted = predict_proba(model, x, cfg.eval.batch_size).argmax(1)
         per_class = [(predicted[test.labels == c] == c).float().mean().item() for c in range(test.info.num_classes)]
         print(f"  {label} accuracy per class: " + " ".join(f"{a:.3f}" for a in per_class))
+    if test.info.num_classes == 2:
+        print_val_threshold(model, splits["val"], test, cfg.eval.batch_size)
     return 0
+
+
+def print_val_threshold(model: torch.nn.Module, val, test, batch_size: int) -> None:
+    """The threshold on p(class 1) best on val (of the cut points between val scores; the one nearest
+    0.5 among ties), and test accuracy at 0.5 and at that threshold."""
+    p_val = predict_proba(model, val.images, batch_size)[:, 1]
+    p_test = predict_proba(model, test.images, batch_size)[:, 1]
+    scores = torch.sort(torch.unique(torch.cat([p_val, torch.tensor([0.0, 1.0])]))).values
+    cuts = torch.cat([torch.tensor([0.5]), (scores[1:] + scores[:-1]) / 2])
+
+    def acc(p: torch.Tensor, y: torch.Tensor, t: float) -> float:
+        return float(((p >= t).long() == y).float().mean())
+
+    val_acc = torch.tensor([acc(p_val, val.labels, float(t)) for t in cuts])
+    tied = cuts[val_acc == val_acc.max()]
+    best = float(tied[(tied - 0.5).abs().argmin()])
+    print(f"  val-tuned threshold {best:.3f}: val acc {acc(p_val, val.labels, 0.5):.3f} -> "
+          f"{acc(p_val, val.labels, best):.3f}, test acc {acc(p_test, test.labels, 0.5):.3f} -> "
+          f"{acc(p_test, test.labels, best):.3f}")
 
 
 if __name__ == "__main__":
