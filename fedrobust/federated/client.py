@@ -109,8 +109,8 @@ class LocalClient:
 
     def logit_offset(self) -> torch.Tensor | None:
         """``train.logit_adjustment``: log(shard prior / whole split's prior) per class, or None. A node
-        with its own file has no view of the federation's prior: its offset is zero."""
-        if self.cfg.train.logit_adjustment == "none":
+        with its own file has no view of the federation's prior and trains on plain logits."""
+        if self.cfg.train.logit_adjustment == "none" or self.data_file:
             return None
         split = self._whole_train()
         return prior_offset(self.train_data().labels, split.labels, split.info.num_classes)
