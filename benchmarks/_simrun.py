@@ -61,7 +61,8 @@ class TreeMemory(threading.Thread):
 # resnet18 on pneumoniamnist, 5 IID clients, 3 rounds, no augmentation, one FGSM eps in the evaluation.
 OVERHEAD_CONFIG = "configs/fed_pneumonia_resnet18.toml"
 OVERHEAD = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=iid", "federation.rounds=3",
-            "augment.mode=none", "eval.fgsm_eps=[0.003]", "sweep.enabled=false"]
+            "augment.mode=none", "eval.fgsm_eps=[0.003]", "sweep.enabled=false",
+            "federation.bn_recalibration=none"]  # as measured before the config recalibrated (session 10)
 
 
 def simulate_command(config: str, overrides: list[str], out_dir: Path) -> list[str]:
