@@ -75,20 +75,21 @@ def main() -> int:
     print(f"  {args.checkpoint}: test acc {clean['acc']:.3f} auc {clean['auc']:.3f}; FGSM acc "
           + "  ".join(f"{eps}:{m['acc']:.3f}" for eps, m in robust.items()))
     attacked = adversarial_images(model, test, args.class_eps, cfg.eval.batch_size)
+    probs = {}
     for label, x in (("clean", test.images), (f"FGSM@{args.class_eps:g}", attacked)):
-        predicted = predict_proba(model, x, cfg.eval.batch_size).argmax(1)
+        probs[label] = predict_proba(model, x, cfg.eval.batch_size)
+        predicted = probs[label].argmax(1)
         per_class = [(predicted[test.labels == c] == c).float().mean().item() for c in range(test.info.num_classes)]
         print(f"  {label} accuracy per class: " + " ".join(f"{a:.3f}" for a in per_class))
     if test.info.num_classes == 2:
-        print_val_threshold(model, splits["val"], test, cfg.eval.batch_size)
+        print_val_threshold(model, splits["val"], test, probs["clean"][:, 1], cfg.eval.batch_size)
     return 0
 
 
-def print_val_threshold(model: torch.nn.Module, val, test, batch_size: int) -> None:
+def print_val_threshold(model: torch.nn.Module, val, test, p_test: torch.Tensor, batch_size: int) -> None:
     """The threshold on p(class 1) best on val (of the cut points between val scores; the one nearest
-    0.5 among ties), and test accuracy at 0.5 and at that threshold."""
+    0.5 among ties), and test accuracy at 0.5 and at that threshold (``p_test``: test's p(class 1))."""
     p_val = predict_proba(model, val.images, batch_size)[:, 1]
-    p_test = predict_proba(model, test.images, batch_size)[:, 1]
     scores = torch.sort(torch.unique(torch.cat([p_val, torch.tensor([0.0, 1.0])]))).values
     cuts = torch.cat([torch.tensor([0.5]), (scores[1:] + scores[:-1]) / 2])
 
