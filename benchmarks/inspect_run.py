@@ -27,7 +27,7 @@ from fedrobust.config import load_config
 from fedrobust.data.loading import load_from_config
 from fedrobust.models import model_for
 from fedrobust.rundir import RunDir
-from fedrobust.train.evaluate import adversarial_images, evaluate, medmnist_metrics, predict_proba
+from fedrobust.train.evaluate import adversarial_images, medmnist_metrics, predict_proba
 
 SERVER_KEYS = ("acc", "fgsm_acc", "val_acc", "val_auc")
 SELECT_KEYS = ("val_auc", "val_acc", "val_fgsm_acc")
@@ -70,20 +70,23 @@ def main() -> int:
     test = splits["test"]
     model = model_for(cfg, test.images.shape[1], test.info.num_classes)
     model.load_state_dict(torch.load(args.run_dir / args.checkpoint, map_location="cpu", weights_only=False)["model"])
-    probs = {"clean": predict_proba(model, test.images, cfg.eval.batch_size)}  # predicted once, scored twice
-    clean_acc, clean_auc = medmnist_metrics(test.labels.numpy(), probs["clean"].numpy(), test.info.medmnist_task)
     attacked = {eps: adversarial_images(model, test, eps, cfg.eval.batch_size)  # each eps attacked once
                 for eps in dict.fromkeys([*cfg.eval.fgsm_eps, args.class_eps])}
-    robust = {eps: evaluate(model, test, cfg.eval.batch_size, x=attacked[eps]) for eps in cfg.eval.fgsm_eps}
+    # every image set predicted once; its probabilities give the metrics and the per-class rows
+    p_clean = predict_proba(model, test.images, cfg.eval.batch_size)
+    p_fgsm = {eps: predict_proba(model, x, cfg.eval.batch_size) for eps, x in attacked.items()}
+    labels, task = test.labels.numpy(), test.info.medmnist_task
+    clean_acc, clean_auc = medmnist_metrics(labels, p_clean.numpy(), task)
     print(f"  {args.checkpoint}: test acc {clean_acc:.3f} auc {clean_auc:.3f}; FGSM acc "
-          + "  ".join(f"{eps:g}:{m['acc']:.3f}" for eps, m in robust.items()))
-    probs[f"FGSM@{args.class_eps:g}"] = predict_proba(model, attacked[args.class_eps], cfg.eval.batch_size)
+          + "  ".join(f"{eps:g}:{medmnist_metrics(labels, p_fgsm[eps].numpy(), task)[0]:.3f}"
+                      for eps in cfg.eval.fgsm_eps))
+    probs = {"clean": p_clean, f"FGSM@{args.class_eps:g}": p_fgsm[args.class_eps]}
     for label in probs:
         predicted = probs[label].argmax(1)
         per_class = [(predicted[test.labels == c] == c).float().mean().item() for c in range(test.info.num_classes)]
         print(f"  {label} accuracy per class: " + " ".join(f"{a:.3f}" for a in per_class))
     if test.info.num_classes == 2:
-        print_val_threshold(model, splits["val"], test, probs["clean"][:, 1], cfg.eval.batch_size)
+        print_val_threshold(model, splits["val"], test, p_clean[:, 1], cfg.eval.batch_size)
     return 0
 
 
