@@ -1,5 +1,1 @@
-"""The Flower ClientApp of fedrobust (filled by the federation issue).
-
-A thin layer: it reads its partition from the node config, calls ``fedrobust`` to train
-locally with adversarial augmentation, and answers with weights and metrics.
-"""
+"""The Flower ClientApp of fedrobust: Flower messages in, ``fedrobust.federated.LocalClient`` calls out."""

@@ -1,13 +1,15 @@
-"""The ``fedrobust`` command line."""
+"""The ``fedrobust`` command line: the commands of the core library (train, distill, export, sweep,
+report, partition). ``launcher.cli`` adds the ones that start Flower processes (simulate, deploy)
+and is the installed entry point; this module never imports it."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fedrobust.config import SWEEP_ATTACKS, SWEEP_TARGETS
-from fedrobust.deploy.cli import add_deploy_parser
 from fedrobust.errors import ConfigError, FedrobustError
 
 EPILOG = """examples:
@@ -24,86 +26,70 @@ EPILOG = """examples:
 data root: --data-root DIR, else $FEDROBUST_DATA_ROOT, else ~/.medmnist (medmnist's default)."""
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", metavar="FILE", help="experiment TOML (see configs/); defaults if omitted")
+def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set train.epochs=3 (repeatable)")
+                   help=f"override one config value, e.g. --set {example} (repeatable)")
     p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files")
 
 
-def _load(args: argparse.Namespace, check: bool = True):
+def add_config_args(p: argparse.ArgumentParser, resume: bool = False) -> None:
+    """--config, --set and --data-root (and --resume for the federated commands)."""
+    p.add_argument("--config", "-c", metavar="FILE", help="experiment TOML (see configs/); defaults if omitted")
+    _add_overrides(p, "train.epochs=3")
+    if resume:
+        p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    """``--set`` values, then ``--data-root`` as ``data.root`` (the flag wins over the config file)."""
+    overrides = list(args.overrides)
+    if getattr(args, "data_root", None):
+        overrides.append(f"data.root={str(args.data_root)!r}")
+    return overrides
+
+
+def config_of(args: argparse.Namespace, check: bool = True):
+    """The config of a command: from --config, or from RUN_DIR/config.toml with --resume."""
     from fedrobust.config import load_config
 
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root!r}")
-    return load_config(args.config, overrides, check)
+    resume = getattr(args, "resume", None)
+    if not resume:
+        return load_config(args.config, overrides_of(args), check)
+    if args.config:
+        raise ConfigError("--resume takes its config from RUN_DIR/config.toml; drop --config")
+    run_dir = Path(resume)
+    return load_config(run_dir / "config.toml", [*overrides_of(args), f"run.dir={str(run_dir.resolve())!r}"], check)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fedrobust.train.centralized import run_centralized
 
-    run_centralized(_load(args))
+    run_centralized(config_of(args))
     return 0
-
-
-def _federation_config(args: argparse.Namespace, check: bool = True):
-    """The config of `simulate` / `deploy run`: from --config, or from RUN_DIR/config.toml with --resume."""
-    from fedrobust.config import load_config
-
-    if not args.resume:
-        return _load(args, check)
-    if args.config:
-        raise ConfigError("--resume takes its config from RUN_DIR/config.toml; drop --config")
-    run_dir = Path(args.resume)
-    overrides = [*args.overrides, f"run.dir={str(run_dir.resolve())!r}"]
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root!r}")
-    return load_config(run_dir / "config.toml", overrides, check)
-
-
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from fedrobust.config import validate
-    from server.processes import SimulationSuperLink  # Flower process management lives with the apps
-
-    cfg = _federation_config(args, check=False)  # parsed and typed; Ray's address is all the SuperLink needs
-    with SimulationSuperLink(cfg.simulation.ray_address) as link:  # boots while the rest is checked
-        validate(cfg)
-        from server.launch import simulate
-
-        simulate(cfg, resume=bool(args.resume), link=link)
-    return 0
-
-
-def _run_overrides(args: argparse.Namespace) -> list[str]:
-    overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root!r}")
-    return overrides
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from fedrobust.distill import distill_run
 
-    distill_run(args.run_dir, _run_overrides(args))
+    distill_run(args.run_dir, overrides_of(args))
     if args.export:
         from fedrobust.export import export_run
 
-        export_run(args.run_dir, _run_overrides(args))
+        export_run(args.run_dir, overrides_of(args))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from fedrobust.export import export_run
 
-    export_run(args.run_dir, _run_overrides(args))
+    export_run(args.run_dir, overrides_of(args))
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from fedrobust.sweep import sweep_run
 
-    overrides = _run_overrides(args)
+    overrides = overrides_of(args)
     for key in ("eps", "attacks", "targets"):
         value = getattr(args, key)
         if value:
@@ -123,9 +109,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a finished run (from train or simulate)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a value of the run's config.toml, e.g. --set distill.epochs=30 (repeatable)")
-    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files")
+    _add_overrides(p, "distill.epochs=30 (a value of the run's config.toml)")
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
@@ -150,7 +134,8 @@ def cmd_partition(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(more: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
+    """The parser of the core commands; ``more`` adds further sub-commands (the launcher's)."""
     parser = argparse.ArgumentParser(
         prog="fedrobust",
         description="Federated, adversarially robust medical imaging on MedMNIST: train, partition, evaluate.",
@@ -158,21 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("simulate", help="federated training: Flower simulation runtime with Ray",
-                       description="Run the federation (ServerApp + one ClientApp per virtual client) in "
-                                   "Flower's simulation runtime on Ray; writes runs/<name>-<time>/ with "
-                                   "per-round metrics and checkpoints. Stops every process it started.")
-    _add_config_args(p)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.set_defaults(func=cmd_simulate)
-
-    add_deploy_parser(sub, _add_config_args, _federation_config)
+    if more is not None:
+        more(sub)
 
     p = sub.add_parser("train", help="centralized training + evaluation into one run directory",
                        description="Train on the train split, pick the checkpoint on val, report test "
                                    "accuracy/AUC and FGSM accuracy; writes runs/<name>-<time>/.")
-    _add_config_args(p)
+    add_config_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("distill", help="distill a run's model (teacher) into the compact student",
@@ -234,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run one command; a user-fixable error is one line on stderr and exit code 2."""
+    args = (parser or build_parser()).parse_args(argv)
     try:
         return args.func(args)
     except FedrobustError as exc:

@@ -1,5 +1,5 @@
-"""The Flower ServerApp of fedrobust (filled by the federation issue).
+"""The Flower ServerApp of fedrobust: the round loop and Flower's strategies by name.
 
-A thin layer: it picks a Flower strategy by name, evaluates the global model centrally with
-``fedrobust`` every round, and writes the run directory.
+A thin layer over ``fedrobust.federated``: it samples and screens clients, lets the strategy
+aggregate, and has ``FederatedRun`` evaluate, checkpoint and write the run directory.
 """

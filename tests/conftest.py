@@ -11,8 +11,8 @@ import psutil
 import pytest
 import torch
 
-from fedrobust.cli import main
 from fedrobust.data.catalog import dataset_info
+from launcher.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "medmnist"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flwr.cli.build import build_fab_from_disk
 
-from server.app_bundle import app_files, stage_app
+from launcher.app_bundle import app_files, stage_app
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,12 +20,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedrobust.cli import main
 from fedrobust.config import load_config
+from fedrobust.credentials.node_keys import check_private_key, write_node_keys
+from fedrobust.credentials.tls import certificate_hosts, write_certificates
 from fedrobust.data.partition import partition_indices
-from fedrobust.deploy.node_keys import check_private_key, write_node_keys
-from fedrobust.deploy.tls import certificate_hosts, write_certificates
 from fedrobust.errors import FedrobustError
+from launcher.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,11 +13,11 @@ import torch
 
 from fedrobust.attacks.gradient import classification_loss
 from fedrobust.checkpoint import load_model, run_config, weights_sha256
-from fedrobust.cli import main
 from fedrobust.data.loading import load_from_config
 from fedrobust.distill.loss import distillation_loss, soft_kl
 from fedrobust.edge.metadata import ModelMetadata
 from fedrobust.edge.model import EdgeModel
+from launcher.cli import main
 
 # ---- the loss -------------------------------------------------------------------------------
 

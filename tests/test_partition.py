@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from fedrobust.cli import main
 from fedrobust.data.partition import label_table, partition_indices
 from fedrobust.errors import ConfigError
+from launcher.cli import main
 
 LABELS = np.repeat(np.arange(4), [300, 150, 40, 10])  # imbalanced, 4 classes
 

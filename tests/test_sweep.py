@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 from fedrobust.checkpoint import run_config
-from fedrobust.cli import main
 from fedrobust.sweep import sweep
 from fedrobust.sweep.checks import run_checks
 from fedrobust.sweep.run import PARTIAL, _settings_blob, plan, sweep_images
+from launcher.cli import main
 
 SMALL = ["sweep.max_images=48", "sweep.eps=[0.004, 0.0118, 0.1176]", "sweep.square_queries=30", "sweep.pgd_steps=5",
          "run.threads=1"]

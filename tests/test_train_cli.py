@@ -3,8 +3,8 @@ import subprocess
 import sys
 import tomllib
 
-from fedrobust.cli import main
 from fedrobust.config import from_dict
+from launcher.cli import main
 
 
 def test_centralized_run_writes_a_complete_run_directory(data_root, tmp_path, capsys):

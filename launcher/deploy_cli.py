@@ -1,14 +1,15 @@
-"""``fedrobust deploy ...``: credentials here; the Flower processes through a lazy import of
-``server.deploy`` (the core library never imports Flower)."""
+"""``fedrobust deploy ...``: the argument parser; credentials come from ``fedrobust.credentials``, the
+Flower processes from ``launcher.deployment`` (imported when a command runs, so ``--help`` is fast)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from launcher.processes import DEPLOY_CONNECTION as CONNECTION
+
 DEFAULT_CERTS = Path("deploy/certs")
 DEFAULT_KEYS = Path("deploy/keys")
-CONNECTION = "fedrobust-deploy"  # the connection `deploy superlink` writes to .flwr/config.toml
 
 WALKTHROUGH = """walk-through (one server, two hospitals; see README "Real clients"):
   server$ fedrobust deploy certs --host server.hospital.org --host 10.0.0.5
@@ -21,7 +22,7 @@ WALKTHROUGH = """walk-through (one server, two hospitals; see README "Real clien
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from fedrobust.deploy.tls import write_certificates
+    from fedrobust.credentials.tls import write_certificates
 
     files = write_certificates(args.out, args.host, days=args.days, force=args.force)
     print(f"CA certificate {files.ca_cert} (give it to every node and to `flwr run`)")
@@ -31,7 +32,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from fedrobust.deploy.node_keys import write_node_keys
+    from fedrobust.credentials.node_keys import write_node_keys
 
     files = write_node_keys(args.out, args.name, force=args.force)
     print(f"private key {files.private} (stays on this node)")
@@ -40,14 +41,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_superlink(args: argparse.Namespace) -> int:
-    from server.deploy import run_superlink
+    from launcher.deployment import run_superlink
 
     return run_superlink(None if args.insecure else args.certs, args.host, args.port,
                          auth=not (args.no_auth or args.insecure), database=args.database)
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from server.deploy import register_nodes
+    from launcher.deployment import register_nodes
 
     for key, node_id in zip(args.public_keys, register_nodes(args.public_keys, args.connection), strict=True):
         print(f"registered {key} as SuperNode {node_id}")
@@ -56,7 +57,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def cmd_supernode(args: argparse.Namespace) -> int:
     from fedrobust.errors import FedrobustError
-    from server.deploy import run_supernode
+    from launcher.deployment import run_supernode
 
     if args.key is None and not args.no_auth:
         raise FedrobustError("pass --key NODE.key (from `fedrobust deploy keys`), or --no-auth if the SuperLink "
@@ -68,9 +69,8 @@ def cmd_supernode(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, load) -> int:
-    from server.deploy import connection_for, deploy_run
-    from server.launch import FLWR_HOME
-    from server.processes import write_connection
+    from launcher.deployment import connection_for, deploy_run
+    from launcher.processes import FLWR_HOME, write_connection
 
     if args.superlink:
         ca = None if args.insecure else args.root_certificates
@@ -153,8 +153,7 @@ def add_deploy_parser(sub: argparse._SubParsersAction, add_config_args, load) ->
                          description="Submit this project to the SuperLink (flwr run) with the config as run config "
                                      "and stream the rounds. Run it where the SuperLink runs: the ServerApp writes "
                                      "the run directory (metrics, checkpoints, distill/, export/, sweep) there.")
-    add_config_args(p)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    add_config_args(p, resume=True)
     p.add_argument("--connection", default=CONNECTION, help="connection name in .flwr/config.toml")
     p.add_argument("--superlink", metavar="HOST:PORT", help="(re)write the connection to this address first")
     p.add_argument("--root-certificates", type=Path, default=DEFAULT_CERTS / "ca.crt", metavar="CA.crt",

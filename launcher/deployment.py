@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from fedrobust.config import ExperimentConfig
-from fedrobust.deploy.cli import CONNECTION
-from fedrobust.deploy.node_keys import check_private_key
-from fedrobust.deploy.tls import certificate_files, certificate_hosts
+from fedrobust.credentials.node_keys import check_private_key
+from fedrobust.credentials.tls import certificate_files, certificate_hosts
 from fedrobust.errors import FedrobustError
-from server.launch import FLWR_HOME, check_complete, start_run, submit_run
-from server.processes import MARKER, flower_env, raise_interrupt, stop_processes, write_connection
+from launcher.processes import DEPLOY_CONNECTION as CONNECTION
+from launcher.processes import MARKER, flower_env, raise_interrupt, stop_processes, write_connection
+from launcher.simulation import FLWR_HOME, check_complete, start_run, submit_run
 
 DEFAULT_PORT = 9092
 

@@ -27,6 +27,7 @@ PREFIX = "[fedrobust] "
 PROJECT = Path(__file__).resolve().parents[1]
 # Flower's connections and installed apps: the project's own folder unless FLWR_HOME says otherwise
 FLWR_HOME = Path(os.environ.get("FLWR_HOME") or PROJECT / ".flwr").resolve()
+DEPLOY_CONNECTION = "fedrobust-deploy"  # the connection `fedrobust deploy superlink` writes to FLWR_HOME
 
 
 def flower_env(flwr_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

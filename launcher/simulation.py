@@ -1,8 +1,8 @@
 """`fedrobust simulate`: run the Flower apps under the simulation runtime (Ray) and clean up.
 
-A private SuperLink (``server.processes.SimulationSuperLink``, ``FLWR_HOME`` inside the project)
+A private SuperLink (``launcher.processes.SimulationSuperLink``, ``FLWR_HOME`` inside the project)
 boots while the config and data are checked; then this project (a staged copy, see
-``server.app_bundle``) is submitted with ``flwr run`` (run config = the flattened fedrobust
+``launcher.app_bundle``) is submitted with ``flwr run`` (run config = the flattened fedrobust
 config) and the rounds are streamed. On exit, error or Ctrl-C every process it started is
 stopped: the SuperLink's whole tree plus anything (e.g. Ray) that carries this launch's marker.
 """
@@ -25,8 +25,8 @@ from fedrobust.data.loading import load_from_config
 from fedrobust.errors import FedrobustError
 from fedrobust.federated import check_federation
 from fedrobust.rundir import RunDir
-from server.app_bundle import stage_app
-from server.processes import FLWR_HOME, PREFIX, PROJECT, SimulationSuperLink, last_error, write_connection
+from launcher.app_bundle import stage_app
+from launcher.processes import FLWR_HOME, PREFIX, PROJECT, SimulationSuperLink, last_error, write_connection
 
 CONNECTION = "fedrobust-sim"
 
