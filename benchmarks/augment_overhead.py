@@ -23,7 +23,7 @@ from _machine import command, describe, write_report
 
 from fedrobust.augment import AdversarialPolicy
 from fedrobust.config import AugmentSection, TrainSection
-from fedrobust.data import load_split
+from fedrobust.data.loading import load_split
 from fedrobust.models import build_model
 from fedrobust.train import make_optimizer, train_epoch
 

@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command, describe, write_report
+from fedrobust.federated.averaging import GlobalAverage
 
 from fedrobust.checkpoint import run_config
 from fedrobust.data.loading import load_from_config
 from fedrobust.errors import FedrobustError
-from fedrobust.federated.averaging import GlobalAverage
 from fedrobust.models import model_for
 from fedrobust.train.batchnorm import recalibrate_batchnorm
 from fedrobust.train.evaluate import adversarial_images, evaluate

@@ -8,7 +8,6 @@ everything else from ``context.run_config``, the flattened fedrobust config.
 from __future__ import annotations
 
 import functools
-import io
 import time
 
 import torch
@@ -40,37 +39,12 @@ def _info(client: LocalClient) -> ConfigRecord:
     return ConfigRecord({"partition-id": client.partition_id, "alt-policy": client.uses_alt_policy})
 
 
-OPTIMIZER_KEY = "fedrobust-optimizer"
-
-
-def _saved_optimizer(context: Context) -> dict | None:
-    """The optimizer state this node kept after its previous round (``federation.keep_optimizer_state``).
-
-    Kept in ``context.state``, which Flower holds per node for the whole run (in simulation and
-    in deployment), because a virtual client may run on a different Ray worker every round.
-    """
-    if OPTIMIZER_KEY not in context.state:
-        return None
-    blob = context.state.config_records[OPTIMIZER_KEY]["state"]
-    return torch.load(io.BytesIO(blob), weights_only=True)
-
-
-def _keep_optimizer(context: Context, client: LocalClient) -> None:
-    if client.optimizer_state is not None:
-        buffer = io.BytesIO()
-        torch.save(client.optimizer_state, buffer)
-        context.state[OPTIMIZER_KEY] = ConfigRecord({"state": buffer.getvalue()})
-
-
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     client = _client(context)
     config = msg.content["config"]
-    keep = client.cfg.federation.keep_optimizer_state
     state, metrics = client.train(msg.content["arrays"].to_torch_state_dict(), int(config["server-round"]),
-                                  float(config.get("proximal-mu", 0.0)),
-                                  optimizer_state=_saved_optimizer(context) if keep else None)
-    _keep_optimizer(context, client)
+                                  float(config.get("proximal-mu", 0.0)))
     content = RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics), "info": _info(client)})
     return Message(content=content, reply_to=msg)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from fedrobust.config import ExperimentConfig, load_config
 from fedrobust.errors import FedrobustError
-from fedrobust.models import build_model, model_for
+from fedrobust.models.from_config import model_for
 from fedrobust.rundir import RunDir
 
 
@@ -35,28 +35,12 @@ def load_state(path: Path) -> dict[str, Any]:
                              f"that wrote it") from None
 
 
-def input_shape(cfg: ExperimentConfig) -> tuple[int, int]:
-    """(channels, number of classes) of the data a run's models see."""
-    from fedrobust.data.catalog import dataset_info
-
-    info = dataset_info(cfg.data.dataset)
-    return (3 if cfg.data.as_rgb else info.channels), info.num_classes
-
-
-def build_for(cfg: ExperimentConfig, name: str | None = None) -> nn.Module:
-    """An untrained ``name`` (default: the run's ``[model]``) shaped for the run's data."""
-    channels, classes = input_shape(cfg)
-    if name is None or name == cfg.model.name:
-        return model_for(cfg, channels, classes)
-    return build_model(name, channels, classes, cfg.data.image_size)
-
-
 def load_model(cfg: ExperimentConfig, path: Path, name: str | None = None,
                saved: dict[str, Any] | None = None) -> nn.Module:
     """Build ``name`` (default: the run's ``[model]``) and load the ``"model"`` weights saved in ``path``
     (``saved``: that file's contents, when the caller has already read it)."""
     saved = saved if saved is not None else load_state(path)
-    model = build_for(cfg, name)
+    model = model_for(cfg, name)
     try:
         model.load_state_dict(saved["model"])
     except (KeyError, RuntimeError) as exc:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedrobust.config import SWEEP_ATTACKS, SWEEP_TARGETS
+from fedrobust.data.partition import SCHEMES
 from fedrobust.errors import ConfigError, FedrobustError
 
 EPILOG = """examples:
@@ -87,14 +88,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fedrobust.sweep import sweep_run
+    from fedrobust.checkpoint import run_config
+    from fedrobust.pipeline import sweep_and_report
 
     overrides = overrides_of(args)
     for key in ("eps", "attacks", "targets"):
         value = getattr(args, key)
         if value:
             overrides.append(f"sweep.{key}=" + "[" + ", ".join(repr(v) for v in value) + "]")
-    sweep_run(args.run_dir, overrides)
+    sweep_and_report(run_config(args.run_dir, overrides), args.run_dir)
     return 0
 
 
@@ -200,7 +202,7 @@ def build_parser(more: Callable[[argparse._SubParsersAction], None] | None = Non
                        description="Show how the training split is divided among federated clients.")
     p.add_argument("--dataset", default="breastmnist", help="MedMNIST flag (default: breastmnist)")
     p.add_argument("--clients", type=int, default=10, help="number of clients (default: 10)")
-    p.add_argument("--scheme", choices=("iid", "dirichlet", "shards"), default="iid")
+    p.add_argument("--scheme", choices=SCHEMES, default="iid")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default: 0.5)")
     p.add_argument("--labels-per-client", type=int, default=1, help="labels per client for shards")
     p.add_argument("--min-samples", type=int, default=1, help="minimum samples per client (default: 1)")

@@ -24,6 +24,15 @@ def after_training(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], An
 
         export(cfg, Path(run_dir), log)
     if cfg.sweep.enabled:
-        from fedrobust.sweep import sweep
+        sweep_and_report(cfg, Path(run_dir), log)
 
-        sweep(cfg, Path(run_dir), log)
+
+def sweep_and_report(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> Path:
+    """The attack sweep (sweep.csv), then the run's report.md, checks.json and plots/ from it."""
+    from fedrobust.report.single import write_report
+    from fedrobust.sweep import sweep
+
+    sweep(cfg, run_dir, log)
+    report = write_report(cfg, run_dir)
+    log(f"report {report}")
+    return report

@@ -83,7 +83,7 @@ def trained_run(data_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
     code = main(["train", "--data-root", str(data_root), "--set", f"run.out_dir='{out}'", "--set", "run.name=t",
                  "--set", "model.name=student", "--set", "train.epochs=3", "--set", "eval.fgsm_eps=[0.004]",
-                 "--set", "distill.enabled=true", "--set", "distill.epochs=3", "--set", "distill.mixup=1.0",
+                 "--set", "distill.enabled=true", "--set", "distill.epochs=3",
                  "--set", "export.enabled=true", "--set", "sweep.enabled=false"])
     assert code == 0
     (run,) = out.iterdir()

@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from fedrobust.attacks import classification_loss, fgsm, inv_fgsm, pgd
+from fedrobust.attacks import classification_loss, fgsm, invfgsm, pgd
 from fedrobust.attacks.gradient import margin_loss
 from fedrobust.config import TrainSection
-from fedrobust.data import load_split
+from fedrobust.data.loading import load_split
 from fedrobust.models import build_model
 from fedrobust.train import make_optimizer, train_epoch
 
@@ -38,7 +38,7 @@ def _acc(model, x, y):
         return float((model(x).argmax(1) == y).float().mean())
 
 
-@pytest.mark.parametrize("attack", [fgsm, inv_fgsm, pgd])
+@pytest.mark.parametrize("attack", [fgsm, invfgsm, pgd])
 def test_bound_and_range(trained, attack):
     model, x, y = trained
     x_adv = attack(model, x, y, EPS)
@@ -59,7 +59,7 @@ def test_fgsm_raises_and_inverse_lowers_the_loss(trained):
     model, x, y = trained
     clean = _mean_loss(model, x, y)
     assert _mean_loss(model, fgsm(model, x, y, EPS), y) > clean
-    assert _mean_loss(model, inv_fgsm(model, x, y, EPS), y) < clean
+    assert _mean_loss(model, invfgsm(model, x, y, EPS), y) < clean
 
 
 def test_pgd_at_least_as_strong_as_fgsm(trained):
@@ -72,7 +72,7 @@ def test_pgd_at_least_as_strong_as_fgsm(trained):
 
 def test_eps_zero_is_identity(trained):
     model, x, y = trained
-    for attack in (fgsm, inv_fgsm):
+    for attack in (fgsm, invfgsm):
         assert torch.equal(attack(model, x, y, 0.0), x)
     assert torch.equal(pgd(model, x, y, 0.0), x)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import write_fake_medmnist
 
-from fedrobust.data import dataset_info, load_split, resolve_data_root
-from fedrobust.data.loading import ENV_ROOT
+from fedrobust.data.catalog import dataset_info
+from fedrobust.data.loading import ENV_ROOT, load_split, resolve_data_root
 from fedrobust.errors import DataError
 
 

@@ -219,7 +219,7 @@ def test_tls_deployment_with_two_registered_nodes(deployment):
     dep.supernode(keys[0], 0, 2, "--data-root", str(dep.data_root))
     dep.supernode(keys[1], 1, 2, "--data-file", str(own))
     out = dep.root / "runs"
-    result = dep.fedrobust(*_run_args(out, 2, "federation.rounds=2", "federation.keep_optimizer_state=true"),
+    result = dep.fedrobust(*_run_args(out, 2, "federation.rounds=2"),
                            timeout=500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run,) = out.iterdir()

@@ -177,7 +177,7 @@ def test_faults_and_sampling_on_an_existing_ray_cluster(data_root, tmp_path, ray
                        "partition.num_clients=5", "federation.fraction_train=0.8",
                        "federation.fraction_evaluate=1.0", "federation.rounds=1",
                        f"faults.fail_partitions=[{chosen[0]}]", f"faults.nonfinite_partitions=[{chosen[1]}]",
-                       "federation.bn_recalibration=val", "federation.keep_optimizer_state=true",
+                       "federation.bn_recalibration=val",
                        "distill.enabled=true", "distill.epochs=1",
                        "export.enabled=true", "export.teacher=false", "sweep.enabled=true", "sweep.max_images=32",
                        "sweep.eps=[0.01]", "sweep.attacks=['fgsm', 'pgd', 'square']", "sweep.square_queries=20")

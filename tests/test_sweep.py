@@ -11,7 +11,8 @@ import pytest
 from fedrobust.checkpoint import run_config
 from fedrobust.sweep import sweep
 from fedrobust.sweep.checks import run_checks
-from fedrobust.sweep.run import PARTIAL, _settings_blob, plan, sweep_images
+from fedrobust.sweep.results import PARTIAL, settings_blob, sweep_images
+from fedrobust.sweep.run import plan
 from launcher.cli import main
 
 SMALL = ["sweep.max_images=48", "sweep.eps=[0.004, 0.0118, 0.1176]", "sweep.square_queries=30", "sweep.pgd_steps=5",
@@ -71,7 +72,7 @@ def test_a_stopped_sweep_resumes_without_recomputing(swept, capsys):
     cfg = run_config(swept, SMALL)
     full = (swept / "sweep.csv").read_text().splitlines()
     (swept / PARTIAL).write_text("\n".join(full[:11]) + "\n")
-    (swept / PARTIAL).with_suffix(".json").write_text(_settings_blob(cfg, len(sweep_images(cfg))))
+    (swept / PARTIAL).with_suffix(".json").write_text(settings_blob(cfg, len(sweep_images(cfg))))
     (swept / "sweep.csv").unlink()
     lines = []
     sweep(cfg, swept, log=lines.append)

@@ -20,7 +20,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, loss: str
     return signed_step(x, input_gradient(model, x, y, loss), eps, +1.0)
 
 
-def inv_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, loss: str = "ce") -> torch.Tensor:
+def invfgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Eps, loss: str = "ce") -> torch.Tensor:
     """Loss-minimising step ``x - eps * sign(grad_x L)``: the 'helpful' perturbation."""
     if isinstance(eps, float | int) and eps == 0:
         return x.detach().clone()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fedrobust.attacks import fgsm, inv_fgsm, pgd
+from fedrobust.attacks import fgsm, invfgsm, pgd
 from fedrobust.attacks.fgsm import signed_step
 from fedrobust.config import AugmentSection
 
@@ -64,7 +64,7 @@ class AdversarialPolicy:
         if mode in ("fgsm", "both"):
             out.append(fgsm(model, x, y, eps))
         if mode in ("invfgsm", "both"):
-            out.append(inv_fgsm(model, x, y, eps))
+            out.append(invfgsm(model, x, y, eps))
         return out
 
     def augment(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

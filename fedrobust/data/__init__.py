@@ -1,15 +1,3 @@
-"""MedMNIST data: the catalog of supported flags, loading into tensors, client partitioning."""
-
-from fedrobust.data.catalog import DatasetInfo, check_supported_flag, dataset_info
-from fedrobust.data.loading import ImageSplit, load_split, resolve_data_root
-from fedrobust.data.partition import partition_indices
-
-__all__ = [
-    "DatasetInfo",
-    "ImageSplit",
-    "check_supported_flag",
-    "dataset_info",
-    "load_split",
-    "partition_indices",
-    "resolve_data_root",
-]
+"""Data: the catalog of supported MedMNIST flags (``catalog``), loading splits as tensors
+(``loading``), client partitions (``partition``). Import from those modules: this package
+re-exports nothing, so a light import (the config's partition schemes) does not load torch."""

@@ -11,6 +11,7 @@ import numpy as np
 
 from fedrobust.errors import ConfigError
 
+SCHEMES = ("iid", "dirichlet", "shards")  # the one list of partition schemes (config, CLI, here)
 _MAX_DIRICHLET_TRIES = 1000
 
 
@@ -101,7 +102,7 @@ def partition_indices(
     elif scheme == "shards":
         parts = _shards(labels, num_clients, labels_per_client, rng)
     else:
-        raise ConfigError(f"partition.scheme: got {scheme!r}; choose one of iid, dirichlet, shards")
+        raise ConfigError(f"partition.scheme: got {scheme!r}; choose one of {', '.join(SCHEMES)}")
     if not _check_min(parts, min_samples):
         small = min(range(num_clients), key=lambda i: len(parts[i]))
         raise ConfigError(

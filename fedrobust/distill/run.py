@@ -21,11 +21,12 @@ from torch import nn
 
 from fedrobust.attacks import fgsm, pgd
 from fedrobust.augment import ClassicAugment
-from fedrobust.checkpoint import build_for, load_model, load_state, run_config
+from fedrobust.checkpoint import load_model, load_state, run_config
 from fedrobust.config import DistillSection, ExperimentConfig, TrainSection
 from fedrobust.data.loading import ImageSplit, load_from_config
-from fedrobust.distill.loss import distillation_loss, soft_kl
+from fedrobust.distill.loss import distillation_loss
 from fedrobust.models import count_parameters
+from fedrobust.models.from_config import model_for
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir, staged_dir
 from fedrobust.seeding import seed_everything
@@ -43,17 +44,6 @@ def _adversarial_views(student: nn.Module, x: torch.Tensor, y: torch.Tensor, d: 
     if d.adversarial == "pgd":
         return pgd(student, x, y, d.adv_eps, steps=d.adv_steps, generator=generator)
     return fgsm(student, x, y, d.adv_eps)
-
-
-def _mixed(x: torch.Tensor, concentration: float, generator: torch.Generator) -> torch.Tensor:
-    """Each image blended with another of the batch, weight ~ Beta(c, c): new inputs the teacher can
-    label, which matters when the server's transfer set holds only a few dozen images."""
-    beta = torch.distributions.Beta(concentration, concentration)
-    with torch.random.fork_rng():
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        lam = beta.sample((len(x),)).reshape(-1, 1, 1, 1)
-    perm = torch.randperm(len(x), generator=generator)
-    return lam * x + (1 - lam) * x[perm]
 
 
 def distill_epoch(student: nn.Module, teacher: nn.Module, data: ImageSplit, optimizer: torch.optim.Optimizer,
@@ -75,11 +65,6 @@ def distill_epoch(student: nn.Module, teacher: nn.Module, data: ImageSplit, opti
             with torch.no_grad():
                 t_adv = teacher(x_adv)
             loss = 0.5 * (loss + distillation_loss(student(x_adv), t_adv, yb, d.temperature, d.alpha))
-        if d.mixup > 0:
-            x_mix = _mixed(x, d.mixup, generator)
-            with torch.no_grad():
-                t_mix = teacher(x_mix)
-            loss = 0.5 * (loss + soft_kl(student(x_mix), t_mix, d.temperature))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -102,7 +87,7 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
     transfer = load_from_config(cfg.data, d.data)
     val = load_from_config(cfg.data, "val") if d.select != "last" else None
     test = load_from_config(cfg.data, "test")
-    student = build_for(cfg, d.student)
+    student = model_for(cfg, d.student)
     optimizer = make_optimizer(student, TrainSection(lr=d.lr, optimizer=d.optimizer, weight_decay=d.weight_decay))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, d.epochs)
     classic = ClassicAugment(d.classic, cfg.data.image_size, cfg.augment.rotation_degrees,

@@ -12,14 +12,13 @@ import torch
 
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import DataSection, ExperimentConfig, ModelSection
-from fedrobust.data.catalog import dataset_info
 from fedrobust.data.loading import ImageSplit, load_from_config, load_own_file
 from fedrobust.data.partition import partition_indices
 from fedrobust.errors import FedrobustError
-from fedrobust.federated.plan import alt_partitions, local_seed, round_lr
-from fedrobust.models import build_model
+from fedrobust.federated.plan import alt_partitions, local_seed
+from fedrobust.models.from_config import model_for
 from fedrobust.train.evaluate import evaluate
-from fedrobust.train.local import class_weights, load_optimizer_state, make_optimizer, train_epoch
+from fedrobust.train.local import class_weights, make_optimizer, train_epoch
 from fedrobust.train.prior import OffsetLogits, prior_offset
 
 StateDict = dict[str, torch.Tensor]
@@ -52,12 +51,12 @@ def _cached_own_split(path: str, data: tuple, split: str) -> ImageSplit:
     return load_own_file(path, d.dataset, split, image_size=d.image_size, as_rgb=d.as_rgb)
 
 
-def _build(model: tuple, image_size: int, channels: int, num_classes: int) -> torch.nn.Module:
-    m = ModelSection(*model)
-    return build_model(m.name, channels, num_classes, image_size, small_stem=m.small_stem, norm=m.norm)
+def _fresh_model(model: tuple, data: tuple) -> torch.nn.Module:
+    """The federation's architecture without local weights: a client always starts from the server's."""
+    return model_for(ExperimentConfig(model=ModelSection(*model), data=DataSection(*data)), pretrained=False)
 
 
-_cached_model = functools.lru_cache(maxsize=2)(_build)
+_cached_model = functools.lru_cache(maxsize=2)(_fresh_model)
 
 
 class LocalClient:
@@ -73,7 +72,6 @@ class LocalClient:
         self.num_partitions = num
         self.uses_alt_policy = partition_id in alt_partitions(cfg)
         self.data_file = data_file  # the node's own dataset, used whole instead of a shard of the shared one
-        self.optimizer_state: dict[str, Any] | None = None  # after train(), when federation.keep_optimizer_state
 
     # data ---------------------------------------------------------------------------------------
     def _data_key(self) -> tuple:
@@ -116,13 +114,11 @@ class LocalClient:
         return prior_offset(self.train_data().labels, split.labels, split.info.num_classes)
 
     def _model_key(self) -> tuple:
-        c, info = self.cfg, dataset_info(self.cfg.data.dataset)  # no data file needed to know the shape
-        channels = 3 if (c.data.as_rgb or info.channels == 3) else 1
-        return dataclasses.astuple(c.model), c.data.image_size, channels, info.num_classes
+        return dataclasses.astuple(self.cfg.model), self._data_key()
 
     def build_model(self) -> torch.nn.Module:
         """A fresh model of this federation's architecture."""
-        return _build(*self._model_key())
+        return _fresh_model(*self._model_key())
 
     def _work_model(self, state: StateDict) -> torch.nn.Module:
         """The process-wide model instance loaded with ``state``: building a large torchvision
@@ -140,14 +136,8 @@ class LocalClient:
         return len(data)
 
     # work ---------------------------------------------------------------------------------------
-    def train(self, state: StateDict, server_round: int, proximal_mu: float = 0.0,
-              optimizer_state: dict[str, Any] | None = None) -> tuple[StateDict, dict[str, Any]]:
-        """Local epochs from the global ``state``; returns new weights and metrics.
-
-        ``optimizer_state`` (``self.optimizer_state`` after this client's previous round) continues
-        Adam's moment estimates instead of restarting them: with a few local steps per round, a fresh
-        Adam takes near-sign-sized steps. Kept only when ``federation.keep_optimizer_state``.
-        """
+    def train(self, state: StateDict, server_round: int, proximal_mu: float = 0.0) -> tuple[StateDict, dict[str, Any]]:
+        """Local epochs from the global ``state``; returns new weights and metrics."""
         cfg = self.cfg
         if self.partition_id in cfg.faults.fail_partitions:
             raise InjectedFault(f"partition {self.partition_id} fails on purpose ([faults] fail_partitions)")
@@ -157,10 +147,7 @@ class LocalClient:
         data = self.train_data()
         model = self._work_model(state)
         anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
-        optimizer = make_optimizer(model, dataclasses.replace(cfg.train, lr=round_lr(cfg, server_round)))
-        if optimizer_state is not None:
-            load_optimizer_state(optimizer, optimizer_state["optimizer"])
-        steps_before = int(optimizer_state["steps"]) if optimizer_state is not None else 0
+        optimizer = make_optimizer(model, cfg.train)
         aug = cfg.alt_augment if self.uses_alt_policy else cfg.augment
         policy = AdversarialPolicy(aug, torch.Generator().manual_seed(seed + 1))
         classic = ClassicAugment(aug.classic, cfg.data.image_size, aug.rotation_degrees, aug.crop_padding, aug.jitter)
@@ -177,9 +164,6 @@ class LocalClient:
                                      global_epoch, generator, proximal_mu=proximal_mu, anchor=anchor,
                                      class_weight=weight))
         new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        steps = steps_before + sum(s.steps for s in stats)
-        if cfg.federation.keep_optimizer_state:
-            self.optimizer_state = {"optimizer": optimizer.state_dict(), "steps": steps}
         if self.partition_id in cfg.faults.nonfinite_partitions:
             first = next(k for k, v in new_state.items() if v.is_floating_point())
             new_state[first] = torch.full_like(new_state[first], float("nan"))
@@ -189,7 +173,7 @@ class LocalClient:
             "train-loss": float(np.mean([s.loss for s in stats])),
             "train-acc": last.accuracy,
             "adv-share": float(np.mean([s.adv_share for s in stats])),
-            "optimizer-steps": steps,  # since the run began when the optimizer state is kept, else this round
+            "optimizer-steps": sum(s.steps for s in stats),
             "seconds": time.perf_counter() - started,
         }
         return new_state, metrics

@@ -6,8 +6,6 @@ agree without talking, and a resumed run makes the same choices as an uninterrup
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from fedrobust.config import ExperimentConfig
@@ -43,21 +41,6 @@ def alt_partitions(cfg: ExperimentConfig) -> set[int]:
     k = round(cfg.federation.alt_fraction * n)
     order = np.random.default_rng([cfg.run.seed, 104729]).permutation(n)
     return {int(i) for i in order[:k]}
-
-
-def round_lr(cfg: ExperimentConfig, server_round: int) -> float:
-    """The clients' learning rate in ``server_round`` (``federation.lr_schedule``).
-
-    A pure function of the config and round, so a resumed run continues the same schedule and the
-    server need not send it. "cosine" goes from ``train.lr`` (round 1) to ``train.lr * lr_final``
-    (last round): late rounds take smaller steps, where a constant rate keeps the global model
-    swinging around its plateau.
-    """
-    lr, f = cfg.train.lr, cfg.federation
-    if f.lr_schedule == "constant" or f.rounds == 1:
-        return lr
-    progress = (min(max(server_round, 1), f.rounds) - 1) / (f.rounds - 1)
-    return lr * (f.lr_final + (1 - f.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def local_seed(cfg: ExperimentConfig, server_round: int, partition_id: int) -> int:

@@ -13,7 +13,8 @@ import torch
 from fedrobust.config import ExperimentConfig
 from fedrobust.data.loading import load_from_config
 from fedrobust.errors import FedrobustError
-from fedrobust.models import count_parameters, model_for
+from fedrobust.models import count_parameters
+from fedrobust.models.from_config import model_for
 from fedrobust.rundir import RunDir
 from fedrobust.train.batchnorm import recalibrate_batchnorm
 from fedrobust.train.evaluate import adversarial_images, evaluate, evaluate_robust
@@ -38,8 +39,7 @@ class FederatedRun:
         self.cfg = cfg
         self.run = RunDir.open(Path(cfg.run.dir), cfg) if cfg.run.dir else RunDir.create(cfg)
         self.test = load_from_config(cfg.data, "test")
-        info = self.test.info
-        self.model = model_for(cfg, self.test.images.shape[1], info.num_classes)
+        self.model = model_for(cfg)
         select = cfg.federation.select
         needs_val = select != "last" or cfg.federation.bn_recalibration == "val"
         self.val = load_from_config(cfg.data, "val") if needs_val else None
@@ -60,7 +60,7 @@ class FederatedRun:
         ckpt = self.latest_checkpoint()
         if ckpt is None:
             torch.manual_seed(self.cfg.run.seed)
-            fresh = model_for(self.cfg, self.test.images.shape[1], self.test.info.num_classes)
+            fresh = model_for(self.cfg)
             return 0, fresh.state_dict(), {}
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         done = int(saved["round"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -18,9 +17,6 @@ from torch import nn
 from fedrobust.errors import ConfigError
 from fedrobust.models.student import StudentCNN
 from fedrobust.tvcompat import import_torchvision
-
-if TYPE_CHECKING:
-    from fedrobust.config import ExperimentConfig
 
 Builder = Callable[..., nn.Module]
 NORMS = ("batch", "group")
@@ -34,6 +30,8 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 def _norm_layer(norm: str) -> Callable[[int], nn.Module] | None:
     return group_norm if norm == "group" else None
+
+
 _REGISTRY: dict[str, tuple[Builder, int]] = {}  # name -> (builder, minimum image size)
 
 
@@ -163,10 +161,3 @@ def build_model(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def model_for(cfg: ExperimentConfig, in_channels: int, num_classes: int) -> nn.Module:
-    """The ``[model]`` section's architecture for data of ``in_channels`` and ``num_classes``."""
-    m = cfg.model
-    return build_model(m.name, in_channels, num_classes, cfg.data.image_size, pretrained=m.pretrained,
-                       small_stem=m.small_stem, norm=m.norm)

@@ -9,8 +9,8 @@ from fedrobust.checkpoint import run_config
 from fedrobust.errors import FedrobustError
 from fedrobust.report.single import defense_of
 from fedrobust.rundir import atomic_write_bytes
-from fedrobust.sweep.checks import accuracy_table, read_sweep
-from fedrobust.sweep.run import SWEEP_CSV
+from fedrobust.sweep.checks import accuracy_table
+from fedrobust.sweep.results import SWEEP_CSV, read_sweep
 from fedrobust.sweep.targets import LABELS
 
 

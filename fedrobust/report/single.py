@@ -11,7 +11,8 @@ import numpy as np
 from fedrobust.config import ExperimentConfig
 from fedrobust.data.loading import ImageSplit
 from fedrobust.rundir import RunDir, atomic_write_bytes
-from fedrobust.sweep.checks import accuracy_table, read_sweep, run_checks
+from fedrobust.sweep.checks import accuracy_table, run_checks
+from fedrobust.sweep.results import SWEEP_CSV, read_sweep, sweep_images
 from fedrobust.sweep.targets import LABELS
 
 REPORT = "report.md"
@@ -126,8 +127,6 @@ def _plot_rounds(run_dir: Path, out: Path) -> Path | None:
 def write_report(cfg: ExperimentConfig, run_dir: Path, data: ImageSplit | None = None) -> Path:
     """report.md + plots/*.png from sweep.csv (and metrics.jsonl); returns the report path.
     ``data``: the swept images, when the caller has them loaded."""
-    from fedrobust.sweep.run import SWEEP_CSV, sweep_images
-
     rows = read_sweep(run_dir / SWEEP_CSV)
     data = data if data is not None else sweep_images(cfg)
     chance = chance_rate(data.labels.numpy())

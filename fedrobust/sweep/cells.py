@@ -7,7 +7,7 @@ Attack names (``sweep.attacks``):
   transfer-fgsm/-pgd      crafted on the torch global model (teacher), scored on the target
   square                  score-based black-box (Square attack) querying only the onnxruntime session
   noise                   random ±eps per pixel: what any attack must beat
-  inv_fgsm                the loss-*minimising* step (Pervin et al.'s helpful perturbation)
+  invfgsm                the loss-*minimising* step (Pervin et al.'s helpful perturbation)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedrobust.attacks import fgsm, inv_fgsm, pgd, sign_noise, square_attack
+from fedrobust.attacks import fgsm, invfgsm, pgd, sign_noise, square_attack
 from fedrobust.config import SweepSection
 from fedrobust.sweep.targets import Target
 
@@ -119,6 +119,6 @@ def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: to
         return torch.from_numpy(np.ascontiguousarray(x_adv, dtype=np.float32)), extra
     if attack == "noise":
         return sign_noise(x, eps, generator=generator), extra
-    if attack == "inv_fgsm":
-        return _batched(lambda xb, yb: inv_fgsm(source, xb, yb, eps), x, y), extra
+    if attack == "invfgsm":
+        return _batched(lambda xb, yb: invfgsm(source, xb, yb, eps), x, y), extra
     raise ValueError(f"unknown attack {attack!r}")

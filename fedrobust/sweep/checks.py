@@ -9,10 +9,8 @@ Each check has a tolerance (``sweep.tolerance``) for the randomness of PGD start
 
 from __future__ import annotations
 
-import csv
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 
 from fedrobust.sweep.cells import TRANSFER, WHITE_BOX
 
@@ -25,14 +23,6 @@ class Check:
     target: str
     ok: bool
     detail: str
-
-
-def read_sweep(path: Path) -> list[dict[str, str | float]]:
-    with Path(path).open(newline="") as fh:
-        rows: list[dict[str, str | float]] = []
-        for r in csv.DictReader(fh):
-            rows.append({**r, "eps": float(r["eps"]), "accuracy": float(r["accuracy"]), "auc": float(r["auc"])})
-    return rows
 
 
 def accuracy_table(rows: list[dict]) -> dict[tuple[str, str], dict[float, float]]:

@@ -1,46 +1,28 @@
 """``fedrobust sweep RUN_DIR``: every (target, attack, eps) cell on the test split, into sweep.csv.
 
 Finished cells are appended to ``.sweep.partial.csv`` as they complete, so a stopped sweep resumes
-without recomputing them; the complete table is then moved to ``sweep.csv`` in one step, and the
-report (tables, sanity checks, plots) is written from it.
+without recomputing them; the complete table is then moved to ``sweep.csv`` in one step
+(``fedrobust.sweep.results``). The report is written from it by the caller (``fedrobust.pipeline``).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fedrobust.checkpoint import run_config
 from fedrobust.config import ExperimentConfig
-from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.errors import ConfigError
 from fedrobust.progress import progress_bar
-from fedrobust.rundir import atomic_write_bytes
 from fedrobust.seeding import seed_everything
 from fedrobust.sweep.cells import Cell, applies, craft, crafted_on
+from fedrobust.sweep.results import COLUMNS, PARTIAL, read_partial, settings_blob, sweep_images, write_sweep
 from fedrobust.sweep.targets import load_targets, teacher_of
 from fedrobust.train.evaluate import score_logits
-
-SWEEP_CSV = "sweep.csv"
-PARTIAL = ".sweep.partial.csv"
-COLUMNS = ["target", "attack", "eps", "accuracy", "auc", "n", "seconds", "mean_queries"]
-
-
-def sweep_images(cfg: ExperimentConfig) -> ImageSplit:
-    """The test split, or a seeded sample of ``sweep.max_images`` of it."""
-    test = load_from_config(cfg.data, "test")
-    n = cfg.sweep.max_images
-    if not n or n >= len(test):
-        return test
-    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.run.seed + 101))[:n]
-    return test.subset(order.sort().values.numpy())
 
 
 def plan(cfg: ExperimentConfig, target_names: list[str]) -> list[Cell]:
@@ -50,21 +32,6 @@ def plan(cfg: ExperimentConfig, target_names: list[str]) -> list[Cell]:
         for eps in sorted(cfg.sweep.eps):
             cells += [Cell(t, attack, eps) for t in target_names if applies(attack, t)]
     return cells
-
-
-def _settings_blob(cfg: ExperimentConfig, n: int) -> str:
-    return json.dumps({"sweep": asdict(cfg.sweep), "seed": cfg.run.seed, "images": n}, sort_keys=True)
-
-
-def _read_partial(path: Path, settings: str) -> dict[tuple[str, str, str], dict[str, str]]:
-    """Finished rows of an interrupted sweep with the same settings (else start over)."""
-    meta = path.with_suffix(".json")
-    if not path.exists() or not meta.exists() or meta.read_text() != settings:
-        path.unlink(missing_ok=True)
-        return {}
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return {(r["target"], r["attack"], r["eps"]): r for r in rows}
 
 
 def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> Path:
@@ -77,9 +44,9 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     teacher = teacher_of(targets, cfg, run_dir)
     by_name = {t.name: t for t in targets}
     data = sweep_images(cfg)
-    settings = _settings_blob(cfg, len(data))
+    settings = settings_blob(cfg, len(data))
     partial = run_dir / PARTIAL
-    done = _read_partial(partial, settings)
+    done = read_partial(partial, settings)
     partial.with_suffix(".json").write_text(settings)
     cells = plan(cfg, list(by_name))
     todo = [c for c in cells if c.key not in done]
@@ -111,18 +78,8 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
             fh.flush()
             done[cell.key] = {k: str(v) for k, v in row.items()}
             bar.update(1)
-    ordered = [done[c.key] for c in cells]
-    text = ",".join(COLUMNS) + "\n" + "".join(",".join(str(r.get(k, "")) for k in COLUMNS) + "\n" for r in ordered)
-    atomic_write_bytes(run_dir / SWEEP_CSV, text.encode())
+    path = write_sweep(run_dir, [done[c.key] for c in cells])
     partial.unlink(missing_ok=True)
     partial.with_suffix(".json").unlink(missing_ok=True)
-    from fedrobust.report.single import write_report
-
-    report = write_report(cfg, run_dir, data)
-    log(f"sweep table {run_dir / SWEEP_CSV}; report {report}")
-    return run_dir / SWEEP_CSV
-
-
-def sweep_run(run_dir: Path, overrides: list[str] | None = None, log: Callable[[str], Any] = print) -> Path:
-    run_dir = Path(run_dir)
-    return sweep(run_config(run_dir, overrides), run_dir, log)
+    log(f"sweep table {path}")
+    return path

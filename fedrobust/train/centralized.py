@@ -14,7 +14,8 @@ import torch
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import ExperimentConfig
 from fedrobust.data.loading import load_from_config
-from fedrobust.models import count_parameters, model_for
+from fedrobust.models import count_parameters
+from fedrobust.models.from_config import model_for
 from fedrobust.pipeline import after_training
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir
@@ -35,7 +36,7 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
     generator = seed_everything(cfg.run.seed, cfg.run.threads)
     train, val, test = (load_from_config(cfg.data, s) for s in ("train", "val", "test"))
     info = train.info
-    model = model_for(cfg, train.images.shape[1], info.num_classes)
+    model = model_for(cfg)
     optimizer = make_optimizer(model, cfg.train)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.train.epochs)
                  if cfg.train.scheduler == "cosine" else None)

@@ -11,7 +11,6 @@ from torch import nn
 from fedrobust.attacks import classification_loss
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import TrainSection
-from fedrobust.errors import FedrobustError
 from fedrobust.train.batches import iterate_batches
 
 
@@ -48,18 +47,6 @@ def class_weights(cfg: TrainSection, labels: torch.Tensor, num_classes: int) -> 
     counts = torch.bincount(labels.long().reshape(-1), minlength=num_classes).double()
     weights = torch.where(counts > 0, counts.sum() / (num_classes * counts.clamp_min(1)), 0.0)
     return weights.float()
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Continue from a saved optimizer state; the learning rate and betas stay the config's."""
-    current = optimizer.state_dict()["param_groups"]
-    groups = [{**cur, "params": saved["params"]}
-              for saved, cur in zip(state.get("param_groups", []), current, strict=False)]
-    try:
-        optimizer.load_state_dict({"state": state["state"], "param_groups": groups})
-    except (KeyError, ValueError) as err:
-        raise FedrobustError(f"the saved optimizer state does not fit this model ({err}); "
-                             "start the run afresh or set federation.keep_optimizer_state=false") from None
 
 
 def _fused_step(

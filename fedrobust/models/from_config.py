@@ -1,0 +1,26 @@
+"""A run's models from its config: the one place that knows what shape of input a run's models see."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fedrobust.config import DataSection, ExperimentConfig
+from fedrobust.data.catalog import dataset_info
+from fedrobust.models.registry import build_model
+
+
+def input_shape(data: DataSection) -> tuple[int, int]:
+    """(channels, number of classes) of the images ``[data]`` loads (grey sets become RGB with ``as_rgb``)."""
+    info = dataset_info(data.dataset)
+    return (3 if data.as_rgb else info.channels), info.num_classes
+
+
+def model_for(cfg: ExperimentConfig, name: str | None = None, pretrained: bool = True) -> nn.Module:
+    """An untrained ``name`` (default: the ``[model]`` section's architecture, with its stem, norm and,
+    unless ``pretrained`` is False, its local weights) shaped for the run's data."""
+    channels, classes = input_shape(cfg.data)
+    m = cfg.model
+    if name is not None and name != m.name:
+        return build_model(name, channels, classes, cfg.data.image_size)
+    return build_model(m.name, channels, classes, cfg.data.image_size, pretrained=m.pretrained if pretrained else "",
+                       small_stem=m.small_stem, norm=m.norm)

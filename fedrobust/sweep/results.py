@@ -1,0 +1,59 @@
+"""A sweep's results on disk, owned here alone: the images it attacks, ``sweep.csv`` (long format:
+one row per target, attack and eps) and the partial table an interrupted sweep resumes from."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from fedrobust.config import ExperimentConfig
+from fedrobust.data.loading import ImageSplit, load_from_config
+from fedrobust.rundir import atomic_write_bytes
+
+SWEEP_CSV = "sweep.csv"
+PARTIAL = ".sweep.partial.csv"
+COLUMNS = ["target", "attack", "eps", "accuracy", "auc", "n", "seconds", "mean_queries"]
+
+
+def sweep_images(cfg: ExperimentConfig) -> ImageSplit:
+    """The test split, or a seeded sample of ``sweep.max_images`` of it."""
+    test = load_from_config(cfg.data, "test")
+    n = cfg.sweep.max_images
+    if not n or n >= len(test):
+        return test
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(cfg.run.seed + 101))[:n]
+    return test.subset(order.sort().values.numpy())
+
+
+def read_sweep(path: Path) -> list[dict[str, str | float]]:
+    with Path(path).open(newline="") as fh:
+        rows: list[dict[str, str | float]] = []
+        for r in csv.DictReader(fh):
+            rows.append({**r, "eps": float(r["eps"]), "accuracy": float(r["accuracy"]), "auc": float(r["auc"])})
+    return rows
+
+
+def write_sweep(run_dir: Path, rows: list[dict[str, str]]) -> Path:
+    """``run_dir/sweep.csv`` with ``rows`` in one atomic step."""
+    text = ",".join(COLUMNS) + "\n" + "".join(",".join(str(r.get(k, "")) for k in COLUMNS) + "\n" for r in rows)
+    atomic_write_bytes(run_dir / SWEEP_CSV, text.encode())
+    return run_dir / SWEEP_CSV
+
+
+def settings_blob(cfg: ExperimentConfig, n: int) -> str:
+    return json.dumps({"sweep": asdict(cfg.sweep), "seed": cfg.run.seed, "images": n}, sort_keys=True)
+
+
+def read_partial(path: Path, settings: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    """Finished rows of an interrupted sweep with the same settings (else start over)."""
+    meta = path.with_suffix(".json")
+    if not path.exists() or not meta.exists() or meta.read_text() != settings:
+        path.unlink(missing_ok=True)
+        return {}
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {(r["target"], r["attack"], r["eps"]): r for r in rows}
