@@ -23,7 +23,8 @@ from PIL import Image
 
 from fedrobust.edge.images import EdgeError, load_image, load_npz, npz_images_key
 from fedrobust.edge.metadata import ModelMetadata
-from fedrobust.edge.model import EdgeModel, softmax
+from fedrobust.edge.model import EdgeModel
+from fedrobust.edge.scores import softmax
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 28

@@ -1,7 +1,7 @@
 """Square Attack (Andriushchenko et al., ECCV 2020): L-inf, untargeted, score-based black box.
 
 It needs only scores, never gradients, so the same code attacks a torch model, an onnxruntime
-session or an :class:`~fedrobust.edge.model.EdgeModel`: everything here is numpy (float32), and
+model (an :class:`~fedrobust.edge.model.EdgeModel`): everything here is numpy (float32), and
 torch is imported lazily inside :func:`torch_logits_fn` only.
 
 The loss is the margin ``score[y] - max_{k != y} score[k]`` on whatever ``logits_fn`` returns.
@@ -133,33 +133,16 @@ def square_attack(
 
 
 def torch_logits_fn(model: Any, batch_size: int = 256) -> LogitsFn:
-    """numpy -> numpy scorer for a torch model: eval mode and no_grad for each call, so the attack
-    reads BatchNorm running statistics without updating them and leaves the training flag as found."""
+    """numpy -> numpy scorer for a torch model (``fedrobust.predict.torch_logits``: eval mode for the
+    duration, so the attack reads BatchNorm running statistics without updating them)."""
     import torch
 
-    from fedrobust.attacks.gradient import frozen
+    from fedrobust.predict import torch_logits
 
-    def logits_fn(x: np.ndarray) -> np.ndarray:
-        device = next(model.parameters()).device
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        with frozen(model), torch.no_grad():
-            out = [model(t[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(t), batch_size)]
-        return torch.cat(out).numpy()
-
-    return logits_fn
+    return lambda x: torch_logits(model, torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                                  batch_size).numpy()
 
 
 def onnx_logits_fn(model: Any, batch_size: int = 256) -> LogitsFn:
-    """numpy -> numpy scorer for an :class:`EdgeModel` (uses its checked ``predict_logits``) or a
-    bare onnxruntime ``InferenceSession`` (first input, first output)."""
-    if hasattr(model, "predict_logits"):
-        return lambda x: model.predict_logits(np.ascontiguousarray(x, dtype=np.float32), batch_size)
-    input_name = model.get_inputs()[0].name
-    output_name = model.get_outputs()[0].name
-
-    def logits_fn(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        return np.concatenate([model.run([output_name], {input_name: x[i:i + batch_size]})[0]
-                               for i in range(0, len(x), batch_size)])
-
-    return logits_fn
+    """numpy -> numpy scorer for an :class:`~fedrobust.edge.model.EdgeModel` (its checked ``predict_logits``)."""
+    return lambda x: model.predict_logits(np.ascontiguousarray(x, dtype=np.float32), batch_size)

@@ -9,8 +9,6 @@ student and teacher on the test split.
 
 from __future__ import annotations
 
-import copy
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +28,7 @@ from fedrobust.models.from_config import model_for
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir, staged_dir
 from fedrobust.seeding import seed_everything
+from fedrobust.selection import KeepBest
 from fedrobust.train.batches import iterate_batches
 from fedrobust.train.evaluate import evaluate, evaluate_robust
 from fedrobust.train.local import make_optimizer
@@ -95,25 +94,19 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
     log(f"distilling {cfg.model.name} -> {d.student} ({count_parameters(student):,} params) on the "
         f"{d.data} split ({len(transfer)} images), T={d.temperature:g} alpha={d.alpha:g} "
         f"adversarial={d.adversarial}")
-    best_state, best_score, best_epoch = None, -math.inf, 0
+    best = KeepBest(d.select)
     started = time.perf_counter()
     with progress_bar(total=d.epochs * len(transfer), desc="distill") as bar:
         for epoch in range(1, d.epochs + 1):
             stats = distill_epoch(student, teacher, transfer, optimizer, d, classic, generator, bar)
             scheduler.step()
             record: dict[str, Any] = {"epoch": epoch, **stats}
-            score = float(epoch)
             if val is not None:
-                v = evaluate(student, val, cfg.eval.batch_size)
-                record["val"] = v
-                score = v["auc"] if d.select == "val_auc" else v["acc"]
-                score = -math.inf if math.isnan(score) else score
+                record["val"] = evaluate(student, val, cfg.eval.batch_size)
             if out is not None:
                 RunDir(out).log(record)
-            if score > best_score:
-                best_state, best_score, best_epoch = copy.deepcopy(student.state_dict()), score, epoch
-    if best_state is not None:
-        student.load_state_dict(best_state)
+            best.offer(epoch, record.get("val", {}), student)
+    best.restore(student)
     student.eval()
     bs, eps = cfg.eval.batch_size, cfg.eval.fgsm_eps
     t_test, s_test = evaluate(teacher, test, bs), evaluate(student, test, bs)
@@ -131,7 +124,7 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
         "test_agreement": float((t_pred == s_pred).float().mean()),
         "transfer_set": d.data,
         "transfer_images": len(transfer),
-        "selected_epoch": best_epoch,
+        "selected_epoch": best.step,
         "settings": cfg.to_dict()["distill"],
         "seconds": time.perf_counter() - started,
     }

@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from fedrobust.edge.images import EdgeError, validate_batch
 from fedrobust.edge.metadata import MetadataError, ModelMetadata
+from fedrobust.edge.scores import softmax
 
 __all__ = ["EdgeError", "EdgeModel", "Prediction", "softmax"]
 
@@ -25,14 +26,6 @@ class Prediction(NamedTuple):
 
     labels: np.ndarray
     probabilities: np.ndarray
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax; subtracting the row max keeps exp() from overflowing on large logits."""
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z.astype(np.float32)
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from fedrobust.edge.metadata import INPUT_NAME, OUTPUT_NAME, ModelMetadata
+from fedrobust.edge.model import EdgeModel
 from fedrobust.errors import FedrobustError
+from fedrobust.predict import torch_logits
 
 
 class ExportError(FedrobustError):
@@ -62,36 +64,12 @@ def export_onnx(model: nn.Module, path: Path, meta: ModelMetadata) -> Path:
     return path
 
 
-def ort_session(path: Path, threads: int = 1):
-    """A CPU onnxruntime session with a fixed thread count (parity and accuracy runs)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def ort_logits(session, images: torch.Tensor | np.ndarray, batch_size: int = 256) -> np.ndarray:
-    x = images.numpy() if isinstance(images, torch.Tensor) else images
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)])
-
-
-@torch.no_grad()
-def torch_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    model.eval()
-    return torch.cat([model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
-
-
 def check_parity(model: nn.Module, path: Path, images: torch.Tensor, atol: float) -> tuple[Parity, np.ndarray]:
     """Compare torch and onnxruntime logits on ``images``; raise ExportError (and delete the file)
     if the largest difference exceeds ``atol`` or any predicted class differs. Returns the
     onnxruntime logits too, so callers score them without a second pass."""
-    expected = torch_logits(model, images)
-    got = ort_logits(ort_session(path), images)
+    expected = torch_logits(model, images).numpy()
+    got = EdgeModel(path, threads=1).predict_logits(np.ascontiguousarray(images.numpy(), dtype=np.float32))
     diff = float(np.abs(expected - got).max())
     same = bool((expected.argmax(1) == got.argmax(1)).all())
     if diff > atol or not same:

@@ -19,9 +19,11 @@ from fedrobust.data.catalog import dataset_info
 from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.distill.run import DISTILL_DIR, STUDENT_FILE, load_student
 from fedrobust.edge.metadata import ModelMetadata
+from fedrobust.edge.model import EdgeModel
 from fedrobust.errors import FedrobustError
-from fedrobust.export.onnx_export import check_parity, export_onnx, ort_logits, ort_session
+from fedrobust.export.onnx_export import check_parity, export_onnx
 from fedrobust.export.quantize import quantize_int8
+from fedrobust.models.from_config import input_shape
 from fedrobust.rundir import atomic_write_json, staged_dir
 from fedrobust.train.evaluate import score_logits
 
@@ -33,7 +35,7 @@ def metadata_for(cfg: ExperimentConfig, model: nn.Module, name: str, role: str, 
     info = dataset_info(cfg.data.dataset)
     return ModelMetadata(
         dataset=info.flag, task=info.task, class_names=list(info.class_names), image_size=cfg.data.image_size,
-        channels=3 if cfg.data.as_rgb else info.channels, model=name, role=role, precision=precision,
+        channels=input_shape(cfg.data)[0], model=name, role=role, precision=precision,
         weights_sha256=weights_sha256(model), run=run,
     )
 
@@ -87,7 +89,7 @@ def export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = pri
             calibration = calibration_images(cfg)
             int8 = quantize_int8(out / "student.onnx", out / "student.int8.onnx", calibration, meta,
                                  per_channel=cfg.export.per_channel)
-            logits = ort_logits(ort_session(int8), test.images)
+            logits = EdgeModel(int8, threads=1).predict_logits(test.images.numpy())
             entry = _describe(int8, logits, test, started)
             agree = logits.argmax(1) == fp32_logits.argmax(1)
             fp32_acc = summary["student"]["test"]["acc"]

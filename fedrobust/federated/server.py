@@ -16,6 +16,7 @@ from fedrobust.errors import FedrobustError
 from fedrobust.models import count_parameters
 from fedrobust.models.from_config import model_for
 from fedrobust.rundir import RunDir
+from fedrobust.selection import selection_score
 from fedrobust.train.batchnorm import recalibrate_batchnorm
 from fedrobust.train.evaluate import adversarial_images, evaluate, evaluate_robust
 
@@ -43,7 +44,6 @@ class FederatedRun:
         select = cfg.federation.select
         needs_val = select != "last" or cfg.federation.bn_recalibration == "val"
         self.val = load_from_config(cfg.data, "val") if needs_val else None
-        self.select_key = {"val_auc": "val_auc", "val_acc": "val_acc", "val_fgsm": "val_fgsm_acc"}.get(select)
         self.started = time.perf_counter()
 
     # state ------------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ class FederatedRun:
         if self.val is not None:  # the server's own split, for model selection (test never selects)
             val = evaluate(self.model, self.val, bs)
             out.update({"val_acc": val["acc"], "val_auc": val["auc"]})
-            if self.select_key == "val_fgsm_acc":  # an attack on val every round only when it selects
+            if self.cfg.federation.select == "val_fgsm":  # an attack on val every round only when it selects
                 val_adv = evaluate(self.model, self.val, bs, x=adversarial_images(self.model, self.val, eps, bs))
                 out["val_fgsm_acc"] = val_adv["acc"]
         return out
@@ -101,10 +101,11 @@ class FederatedRun:
         self.run.log({"round": server_round, **record, "time": time.time()})
         self.run.save_checkpoint(f"{CHECKPOINTS}/round_{server_round:04d}.pt",
                                  {"round": server_round, "model": state, "strategy": strategy_state})
-        if self.select_key:
-            score = record.get("server", {}).get(self.select_key, math.nan)
+        select = self.cfg.federation.select
+        if select != "last":
+            score = selection_score(select, record.get("server", {}), server_round, prefix="val_")
             best = torch.load(self.best_path, weights_only=False)["score"] if self.best_path.exists() else -math.inf
-            if not math.isnan(score) and score > best:
+            if score > best:
                 self.run.save_checkpoint(f"{CHECKPOINTS}/best.pt",
                                          {"round": server_round, "model": state, "score": score})
         old = sorted((self.run.path / CHECKPOINTS).glob("round_*.pt"))[: -self.cfg.federation.keep_checkpoints]
@@ -118,7 +119,7 @@ class FederatedRun:
         """Final global model: model.pt, test metrics at every eval eps, summary.json."""
         cfg = self.cfg
         selected = cfg.federation.rounds
-        if self.select_key and self.best_path.exists():
+        if cfg.federation.select != "last" and self.best_path.exists():
             best = torch.load(self.best_path, weights_only=False)
             state, selected = best["model"], int(best["round"])
         self.model.load_state_dict(state)

@@ -20,6 +20,7 @@ from fedrobust.config import ExperimentConfig
 from fedrobust.distill.run import load_student
 from fedrobust.edge.model import EdgeModel
 from fedrobust.export.run import EXPORT_DIR
+from fedrobust.predict import torch_logits
 
 LABELS = {"global": "torch global model", "student": "torch student", "onnx_fp32": "ONNX fp32 student",
           "onnx_int8": "ONNX int8 student"}
@@ -39,9 +40,7 @@ class Target:
         """Logits of the target's own runtime for a float32 (N, C, H, W) batch in [0, 1]."""
         if self.edge is not None:
             return self.edge.predict_logits(np.ascontiguousarray(x.detach().numpy(), dtype=np.float32))
-        with torch.no_grad():
-            self.source.eval()
-            return torch.cat([self.source(x[i:i + 256]) for i in range(0, len(x), 256)]).numpy()
+        return torch_logits(self.source, x).numpy()
 
 
 def load_targets(cfg: ExperimentConfig, run_dir: Path) -> list[Target]:

@@ -1,6 +1,6 @@
 """Training and evaluation shared by centralized runs and federated clients."""
 
-from fedrobust.train.evaluate import evaluate, evaluate_robust, predict_proba
+from fedrobust.train.evaluate import evaluate, evaluate_robust
 from fedrobust.train.local import EpochStats, make_optimizer, train_epoch
 
-__all__ = ["EpochStats", "evaluate", "evaluate_robust", "make_optimizer", "predict_proba", "train_epoch"]
+__all__ = ["EpochStats", "evaluate", "evaluate_robust", "make_optimizer", "train_epoch"]

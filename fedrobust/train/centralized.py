@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -20,15 +18,9 @@ from fedrobust.pipeline import after_training
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir
 from fedrobust.seeding import seed_everything
+from fedrobust.selection import KeepBest
 from fedrobust.train.evaluate import evaluate, evaluate_robust
 from fedrobust.train.local import class_weights, make_optimizer, train_epoch
-
-
-def _selection_score(select: str, val: dict[str, float], epoch: int) -> float:
-    if select == "last":
-        return float(epoch)
-    value = val["auc"] if select == "val_auc" else val["acc"]
-    return -math.inf if math.isnan(value) else value
 
 
 def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) -> RunDir:
@@ -48,7 +40,7 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
     log(f"run {run.path}: {cfg.model.name} ({count_parameters(model):,} params) on {info.flag} "
         f"train/val/test {len(train)}/{len(val)}/{len(test)}, augment={a.mode}")
 
-    best_state, best_score, best_epoch = None, -math.inf, 0
+    best = KeepBest(cfg.train.select)
     started = time.perf_counter()
     for epoch in range(cfg.train.epochs):
         with progress_bar(total=len(train), desc=f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
@@ -61,13 +53,10 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
         run.log({"epoch": epoch + 1, "lr": lr, "train": stats.to_dict(), "val": val_m})
         log(f"epoch {epoch + 1:3d}  loss {stats.loss:.4f}  adv {stats.adv_share:.2f}  "
             f"val acc {val_m['acc']:.3f} auc {val_m['auc']:.3f}  ({stats.seconds:.1f}s)")
-        score = _selection_score(cfg.train.select, val_m, epoch)
-        if score > best_score:
-            best_score, best_epoch = score, epoch + 1
-            best_state = copy.deepcopy(model.state_dict())
+        best.offer(epoch + 1, val_m, model)
     run.save_checkpoint("last.pt", {"model": model.state_dict(), "epoch": cfg.train.epochs})
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    best.restore(model)
+    best_epoch = best.step
     run.save_checkpoint("model.pt", {"model": model.state_dict(), "epoch": best_epoch,
                                      "model_name": cfg.model.name, "config": cfg.to_dict()})
     test_m = evaluate(model, test, cfg.eval.batch_size)

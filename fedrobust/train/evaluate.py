@@ -8,6 +8,8 @@ from torch import nn
 
 from fedrobust.attacks import fgsm
 from fedrobust.data.loading import ImageSplit
+from fedrobust.edge.scores import softmax
+from fedrobust.predict import torch_logits
 from fedrobust.train.batches import iterate_batches
 
 
@@ -23,29 +25,17 @@ def medmnist_metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> tupl
 
 
 def score_logits(logits: np.ndarray, data: ImageSplit) -> dict[str, float]:
-    """Accuracy and AUC of logits computed elsewhere (e.g. by onnxruntime) on ``data``."""
-    z = logits - logits.max(1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-    acc, auc = medmnist_metrics(data.labels.numpy(), probs, data.info.medmnist_task)
+    """Accuracy and AUC of ``data``'s labels from logits of any runtime (torch or onnxruntime)."""
+    acc, auc = medmnist_metrics(data.labels.numpy(), softmax(logits), data.info.medmnist_task)
     return {"acc": acc, "auc": auc}
-
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Softmax probabilities in eval mode."""
-    model.eval()
-    return torch.cat([torch.softmax(model(xb), 1) for xb, _ in
-                      iterate_batches(x, torch.zeros(len(x)), batch_size)])
 
 
 def evaluate(model: nn.Module, data: ImageSplit, batch_size: int = 256,
              x: torch.Tensor | None = None) -> dict[str, float]:
-    """Accuracy, AUC and mean loss on ``data`` (or on replacement images ``x`` with its labels)."""
-    images = data.images if x is None else x
-    probs = predict_proba(model, images, batch_size)
-    loss = float(torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), data.labels))
-    acc, auc = medmnist_metrics(data.labels.numpy(), probs.numpy(), data.info.medmnist_task)
-    return {"acc": acc, "auc": auc, "loss": loss}
+    """Accuracy, AUC and mean cross-entropy on ``data`` (or on replacement images ``x`` with its labels)."""
+    logits = torch_logits(model, data.images if x is None else x, batch_size)
+    loss = float(torch.nn.functional.cross_entropy(logits, data.labels))
+    return {**score_logits(logits.numpy(), data), "loss": loss}
 
 
 def adversarial_images(model: nn.Module, data: ImageSplit, eps: float, batch_size: int = 256) -> torch.Tensor:
@@ -61,4 +51,4 @@ def evaluate_robust(model: nn.Module, data: ImageSplit, eps_list: list[float],
             for eps in eps_list}
 
 
-__all__ = ["adversarial_images", "evaluate", "evaluate_robust", "medmnist_metrics", "predict_proba", "score_logits"]
+__all__ = ["adversarial_images", "evaluate", "evaluate_robust", "medmnist_metrics", "score_logits"]

@@ -1,0 +1,18 @@
+"""A torch model's logits for many images, batch by batch: the one forward pass that evaluation,
+export parity, sweeps and score-based attacks share (onnxruntime's is ``EdgeModel.predict_logits``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fedrobust.attacks.gradient import frozen
+
+
+@torch.no_grad()
+def torch_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """(N, classes) logits on the CPU; eval mode for the duration (BatchNorm statistics are read, never
+    updated; the training flag is restored), each batch moved to the model's device."""
+    device = next(model.parameters()).device
+    with frozen(model):
+        return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
