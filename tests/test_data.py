@@ -101,3 +101,29 @@ def test_labels_out_of_range_are_refused(tmp_path):
     arrays["val_labels"][0] = 9
     np.savez(path, **arrays)
     assert "labels outside" in _one_line_error(load_split, "octmnist", "val", tmp_path, verify_md5=False)
+
+
+def test_medmnist_plus_sizes_pick_their_own_file(tmp_path):
+    """data.size chooses {flag}_{size}.npz (MedMNIST+); data.image_size still resizes what the model sees."""
+    from fedrobust.config import load_config
+    from fedrobust.data.loading import load_from_config
+
+    write_fake_medmnist(tmp_path, "dermamnist", size=64).rename(tmp_path / "dermamnist_64.npz")
+    big = load_split("dermamnist", "train", tmp_path, verify_md5=False, size=64, image_size=64)
+    assert big.images.shape == (40, 3, 64, 64)
+    cfg = load_config(None, [f"data.root='{tmp_path}'", "data.dataset=dermamnist", "data.size=64",
+                             "data.image_size=32", "data.verify_md5=false"])
+    assert load_from_config(cfg.data, "val").images.shape == (10, 3, 32, 32)
+    missing = _one_line_error(load_split, "dermamnist", "train", tmp_path, download=False, size=128)
+    assert "dermamnist_128.npz not found" in missing and "download is off" in missing
+    assert "dermamnist_64.npz" not in _one_line_error(load_split, "dermamnist", "train", tmp_path, download=False)
+    md5 = _one_line_error(load_split, "dermamnist", "train", tmp_path, size=64)  # its own official MD5, not 28's
+    assert dataset_info("dermamnist").md5s[64] in md5 and dataset_info("dermamnist").md5 not in md5
+
+
+def test_a_size_medmnist_plus_lacks_is_refused_at_load():
+    from fedrobust.config import load_config
+    from fedrobust.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.size: got 32; choose one of 28, 64, 128, 224"):
+        load_config(None, ["data.size=32"])

@@ -30,7 +30,8 @@ class DataSection:
 
     dataset: str = "breastmnist"
     root: str = ""  # "" -> $FEDROBUST_DATA_ROOT -> medmnist's ~/.medmnist
-    image_size: int = 28  # 28 is native; other sizes are resized (densenet121 needs >= 29)
+    size: int = 28  # which MedMNIST+ file: 28 ({flag}.npz), 64, 128 or 224 ({flag}_{size}.npz)
+    image_size: int = 28  # what the model sees; images of another size are resized (densenet121 needs >= 29)
     as_rgb: bool = False  # replicate grey images to 3 channels (ImageNet-style models)
     download: bool = True
     verify_md5: bool = True

@@ -13,6 +13,7 @@ from fedrobust.config.schema import (
     AugmentSection,
     ExperimentConfig,
 )
+from fedrobust.data.catalog import FILE_SIZES
 from fedrobust.data.partition import SCHEMES
 from fedrobust.errors import ConfigError
 
@@ -22,8 +23,8 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-def _one_of(value: str, key: str, choices: tuple[str, ...] | list[str]) -> None:
-    _require(value in choices, key, f"got {value!r}; choose one of {', '.join(choices)}")
+def _one_of(value: object, key: str, choices: tuple | list) -> None:
+    _require(value in choices, key, f"got {value!r}; choose one of {', '.join(map(str, choices))}")
 
 
 def validate(cfg: ExperimentConfig) -> None:
@@ -38,6 +39,7 @@ def validate(cfg: ExperimentConfig) -> None:
         check_supported_flag(d.dataset)
     except Exception as exc:
         raise ConfigError(f"data.dataset: {exc}") from None
+    _one_of(d.size, "data.size", FILE_SIZES)
     _require(8 <= d.image_size <= 224, "data.image_size", f"must be in [8, 224], got {d.image_size}")
     _one_of(p.scheme, "partition.scheme", SCHEMES)
     _require(p.num_clients >= 1, "partition.num_clients", f"must be >= 1, got {p.num_clients}")

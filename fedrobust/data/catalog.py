@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from fedrobust.errors import DataError
 
+FILE_SIZES = (28, 64, 128, 224)  # MedMNIST+: every 2D set at these sizes, {flag}.npz and {flag}_{size}.npz
+
 
 def _info_table() -> dict:
     from medmnist.info import INFO  # imports only the metadata, not torch datasets
@@ -27,13 +29,22 @@ class DatasetInfo:
     channels: int
     num_classes: int
     class_names: tuple[str, ...]
-    md5: str
+    md5s: dict[int, str]  # official MD5 per file size (medmnist.INFO's MD5, MD5_64, ...)
     n_samples: dict
+
+    @property
+    def md5(self) -> str:
+        return self.md5s[28]
 
     @property
     def medmnist_task(self) -> str:
         """Task string for medmnist's getACC/getAUC (ordinal regression scored as multi-class)."""
         return "binary-class" if self.task == "binary-class" else "multi-class"
+
+
+def size_suffix(size: int) -> str:
+    """medmnist's file-name suffix: "" for the 28 px file, "_64" for ``{flag}_64.npz`` and so on."""
+    return "" if size == 28 else f"_{size}"
 
 
 def check_supported_flag(flag: str) -> None:
@@ -67,6 +78,6 @@ def dataset_info(flag: str) -> DatasetInfo:
         channels=int(entry["n_channels"]),
         num_classes=len(names),
         class_names=names,
-        md5=entry["MD5"],
+        md5s={s: entry[f"MD5{size_suffix(s)}"] for s in FILE_SIZES if f"MD5{size_suffix(s)}" in entry},
         n_samples=dict(entry["n_samples"]),
     )

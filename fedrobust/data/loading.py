@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedrobust.data.catalog import DatasetInfo, dataset_info
+from fedrobust.data.catalog import DatasetInfo, dataset_info, size_suffix
 from fedrobust.errors import DataError
 
 ENV_ROOT = "FEDROBUST_DATA_ROOT"
@@ -76,11 +76,11 @@ def _verify_md5(path: Path, expected: str) -> None:
     _md5_ok.add(key)
 
 
-def _ensure_file(flag: str, root: Path, download: bool) -> Path:
-    path = root / f"{flag}.npz"
+def _ensure_file(flag: str, root: Path, download: bool, size: int = 28) -> Path:
+    path = root / f"{flag}{size_suffix(size)}.npz"
     if path.is_file():
         return path
-    fix = f"put the official {flag}.npz in {root}, or point --data-root / ${ENV_ROOT} at a folder holding it"
+    fix = f"put the official {path.name} in {root}, or point --data-root / ${ENV_ROOT} at a folder holding it"
     if not download:
         raise DataError(f"{path} not found and download is off: {fix}")
     from fedrobust.tvcompat import ensure_torchvision_ops
@@ -91,7 +91,7 @@ def _ensure_file(flag: str, root: Path, download: bool) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     cls = getattr(medmnist, medmnist.INFO[flag]["python_class"])
     try:
-        cls(split="train", root=str(root), download=True)
+        cls(split="train", root=str(root), download=True, size=size)
     except Exception:  # medmnist wraps every failure in a multi-line RuntimeError
         if path.exists():  # never leave a half-downloaded file behind
             path.unlink()
@@ -127,6 +127,7 @@ def load_split(
     as_rgb: bool = False,
     download: bool = True,
     verify_md5: bool = True,
+    size: int = 28,
 ) -> ImageSplit:
     """Load ``split`` of MedMNIST ``flag`` as float tensors in [0, 1], N x C x H x W.
 
@@ -138,14 +139,17 @@ def load_split(
     data_root = resolve_data_root(root)
     if data_root.exists() and not data_root.is_dir():
         raise DataError(f"data root {data_root} is a file, not a folder; pass a folder to --data-root")
-    path = _ensure_file(flag, data_root, download)
+    if size not in info.md5s:
+        raise DataError(f"MedMNIST+ has no {size} px {flag}; choose data.size from "
+                        f"{', '.join(map(str, sorted(info.md5s)))}")
+    path = _ensure_file(flag, data_root, download, size)
     if verify_md5:
-        _verify_md5(path, info.md5)
+        _verify_md5(path, info.md5s[size])
     import medmnist
 
     cls = getattr(medmnist, medmnist.INFO[flag]["python_class"])
     try:
-        ds = cls(split=split, root=str(data_root), download=False)
+        ds = cls(split=split, root=str(data_root), download=False, size=size)
         images, labels = np.asarray(ds.imgs), np.asarray(ds.labels)
     except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError) as exc:
         raise DataError(
@@ -197,4 +201,5 @@ def load_from_config(data_cfg, split: str) -> ImageSplit:
         as_rgb=data_cfg.as_rgb,
         download=data_cfg.download,
         verify_md5=data_cfg.verify_md5,
+        size=data_cfg.size,
     )
