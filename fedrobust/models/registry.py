@@ -58,26 +58,23 @@ def _swap_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
                      bias=conv.bias is not None)
 
 
-@register("resnet18")
-def resnet18(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
-             norm: str = "batch") -> nn.Module:
-    m = import_torchvision().models.resnet18(num_classes=num_classes, norm_layer=_norm_layer(norm))
-    m.conv1 = _swap_first_conv(m.conv1, in_channels)
-    if small_stem:
-        _small_stem(m, "conv1", in_channels)
-        m.maxpool = nn.Identity()
-    return m
+def _resnet(arch: str) -> Builder:
+    """torchvision's ``arch`` (resnet18 / resnet50) for ``in_channels``, optionally with the small stem."""
+
+    def build(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
+              norm: str = "batch") -> nn.Module:
+        m = getattr(import_torchvision().models, arch)(num_classes=num_classes, norm_layer=_norm_layer(norm))
+        m.conv1 = _swap_first_conv(m.conv1, in_channels)
+        if small_stem:
+            _small_stem(m, "conv1", in_channels)
+            m.maxpool = nn.Identity()
+        return m
+
+    return build
 
 
-@register("resnet50")
-def resnet50(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
-             norm: str = "batch") -> nn.Module:
-    m = import_torchvision().models.resnet50(num_classes=num_classes, norm_layer=_norm_layer(norm))
-    m.conv1 = _swap_first_conv(m.conv1, in_channels)
-    if small_stem:
-        _small_stem(m, "conv1", in_channels)
-        m.maxpool = nn.Identity()
-    return m
+register("resnet18")(_resnet("resnet18"))
+register("resnet50")(_resnet("resnet50"))
 
 
 @register("mobilenet_v2")
