@@ -13,12 +13,18 @@ from torch import nn
 
 from fedrobust.attacks.noise import sign_noise, uniform_noise
 from fedrobust.attacks.pgd import pgd
-from fedrobust.attacks.square import margins, onnx_logits_fn, p_schedule, square_attack, torch_logits_fn
+from fedrobust.attacks.square import margins, p_schedule, square_attack
 from fedrobust.edge.metadata import ModelMetadata
 from fedrobust.edge.model import EdgeModel
 from fedrobust.export import export_onnx
+from fedrobust.predict import torch_logits
 
 N_QUERIES = 300
+
+
+def _scorer(model):
+    """numpy -> numpy logits of a torch model, as the sweep scores its torch targets."""
+    return lambda a: torch_logits(model, torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))).numpy()
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +71,7 @@ def _acc(model: nn.Module, x: torch.Tensor | np.ndarray, y: torch.Tensor) -> flo
 
 
 def _square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0, **kw):
-    return square_attack(torch_logits_fn(model), x.numpy(), y.numpy(), eps, generator=seed, **kw)
+    return square_attack(_scorer(model), x.numpy(), y.numpy(), eps, generator=seed, **kw)
 
 
 def _linf(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
@@ -177,7 +183,7 @@ def test_schedule_halves_p_like_the_paper():
 def test_same_seed_same_result(tiny):
     model, x, y = tiny
     a, qa = _square(model, x, y, 0.15, seed=3, n_queries=100)
-    b, qb = square_attack(torch_logits_fn(model), x.numpy(), y.numpy(), 0.15, n_queries=100,
+    b, qb = square_attack(_scorer(model), x.numpy(), y.numpy(), 0.15, n_queries=100,
                           generator=np.random.default_rng(3))
     c, _ = _square(model, x, y, 0.15, seed=4, n_queries=100)
     assert np.array_equal(a, b) and np.array_equal(qa, qb)
@@ -213,7 +219,8 @@ def test_square_through_onnxruntime_matches_torch(tiny, tmp_path):
     eps = 0.3
     x_torch, q_torch = _square(model, x, y, eps, n_queries=N_QUERIES)
     acc_torch = _acc(model, x_torch, y)
-    scorers = {"edge": onnx_logits_fn(EdgeModel(path))}
+    edge = EdgeModel(path)
+    scorers = {"edge": lambda a: edge.predict_logits(np.ascontiguousarray(a, dtype=np.float32))}
     for name, scorer in scorers.items():
         x_onnx, q_onnx = square_attack(scorer, x.numpy(), y.numpy(), eps, n_queries=N_QUERIES, generator=0)
         acc_onnx = _acc(model, x_onnx, y)

@@ -120,12 +120,12 @@ class Deployment:
         assert self.fedrobust("deploy", "certs", "--host", "127.0.0.1", "--out", str(self.certs)).returncode == 0
 
     def fedrobust(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "fedrobust", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "launcher", *args], capture_output=True, text=True,
                               env=self.env, cwd=REPO, timeout=timeout)
 
     def start(self, *args: str, log: str) -> subprocess.Popen:
         out = (self.root / log).open("w")
-        proc = subprocess.Popen([sys.executable, "-m", "fedrobust", *args], stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, "-m", "launcher", *args], stdout=out, stderr=subprocess.STDOUT,
                                 env=self.env, cwd=REPO)
         self.procs.append(proc)
         return proc
@@ -254,7 +254,7 @@ def test_killed_node_continues_or_stops_clearly(deployment):
     assert dep.fedrobust("deploy", "register", *(str(k.with_suffix(".pub")) for k in keys)).returncode == 0
     nodes = [dep.supernode(k, i, 2, "--data-root", str(dep.data_root)) for i, k in enumerate(keys)]
     out = dep.root / "runs"
-    runner = subprocess.Popen([sys.executable, "-m", "fedrobust", *_run_args(
+    runner = subprocess.Popen([sys.executable, "-m", "launcher", *_run_args(
         out, 2, "federation.rounds=2", "distill.enabled=false", "export.enabled=false", "sweep.enabled=false")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dep.env, cwd=REPO)
     dep.procs.append(runner)

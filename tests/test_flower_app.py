@@ -44,7 +44,7 @@ def test_strategies_by_name_are_flowers_own(name):
 
 
 def _simulate(data_root, out_dir: Path, *overrides: str, resume: Path | None = None, timeout: float = 400):
-    cmd = [sys.executable, "-m", "fedrobust", "simulate"]
+    cmd = [sys.executable, "-m", "launcher", "simulate"]
     if resume:
         cmd += ["--resume", str(resume)]
     else:
@@ -208,7 +208,7 @@ def test_impossible_federation_fails_at_start_leaving_nothing(data_root, tmp_pat
 
 def test_ctrl_c_stops_everything(data_root, tmp_path, flower_processes):
     started = time.time()
-    cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", str(REPO / "configs" / "quickstart.toml"),
+    cmd = [sys.executable, "-m", "launcher", "simulate", "--config", str(REPO / "configs" / "quickstart.toml"),
            "--set", f"run.out_dir='{tmp_path}'", "--set", "model.name=student"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             env=dict(os.environ, FEDROBUST_DATA_ROOT=str(data_root)),

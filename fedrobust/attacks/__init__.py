@@ -8,7 +8,7 @@ from fedrobust.attacks.fgsm import fgsm, invfgsm
 from fedrobust.attacks.gradient import classification_loss, input_gradient
 from fedrobust.attacks.noise import sign_noise, uniform_noise
 from fedrobust.attacks.pgd import pgd
-from fedrobust.attacks.square import onnx_logits_fn, square_attack, torch_logits_fn
+from fedrobust.attacks.square import square_attack
 
-__all__ = ["classification_loss", "fgsm", "input_gradient", "invfgsm", "onnx_logits_fn", "pgd",
-           "sign_noise", "square_attack", "torch_logits_fn", "uniform_noise"]
+__all__ = ["classification_loss", "fgsm", "input_gradient", "invfgsm", "pgd",
+           "sign_noise", "square_attack", "uniform_noise"]

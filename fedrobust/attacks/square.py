@@ -1,8 +1,8 @@
 """Square Attack (Andriushchenko et al., ECCV 2020): L-inf, untargeted, score-based black box.
 
-It needs only scores, never gradients, so the same code attacks a torch model, an onnxruntime
-model (an :class:`~fedrobust.edge.model.EdgeModel`): everything here is numpy (float32), and
-torch is imported lazily inside :func:`torch_logits_fn` only.
+It needs only scores, never gradients, so the same code attacks a torch model or an onnxruntime
+model (an :class:`~fedrobust.edge.model.EdgeModel`): everything here is numpy (float32); the
+caller passes any numpy -> numpy ``logits_fn``.
 
 The loss is the margin ``score[y] - max_{k != y} score[k]`` on whatever ``logits_fn`` returns.
 Logits, log-probabilities and probabilities share the argmax, so they agree on *when* an image
@@ -14,7 +14,6 @@ class 1 iff ``z > 0``, margin ``z`` for y = 1 and ``-z`` for y = 0.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -130,19 +129,3 @@ def square_attack(
         x_adv[keep] = x_new[better]
         margin[keep] = m_new[better]
     return x_adv, queries
-
-
-def torch_logits_fn(model: Any, batch_size: int = 256) -> LogitsFn:
-    """numpy -> numpy scorer for a torch model (``fedrobust.predict.torch_logits``: eval mode for the
-    duration, so the attack reads BatchNorm running statistics without updating them)."""
-    import torch
-
-    from fedrobust.predict import torch_logits
-
-    return lambda x: torch_logits(model, torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                                  batch_size).numpy()
-
-
-def onnx_logits_fn(model: Any, batch_size: int = 256) -> LogitsFn:
-    """numpy -> numpy scorer for an :class:`~fedrobust.edge.model.EdgeModel` (its checked ``predict_logits``)."""
-    return lambda x: model.predict_logits(np.ascontiguousarray(x, dtype=np.float32), batch_size)

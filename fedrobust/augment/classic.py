@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from fedrobust.config import AugmentSection
 from fedrobust.tvcompat import import_torchvision
 
 
@@ -32,6 +33,11 @@ class ClassicAugment:
                 raise ValueError(f"unknown classic augmentation {name!r}")
         self.names = list(names)
         self.transform = v2.Compose(steps) if steps else None
+
+    @classmethod
+    def of(cls, names: list[str], aug: AugmentSection, image_size: int) -> ClassicAugment:
+        """``names`` with the strengths of an ``[augment]`` section (distillation names its own views)."""
+        return cls(names, image_size, aug.rotation_degrees, aug.crop_padding, aug.jitter)
 
     def __bool__(self) -> bool:
         return self.transform is not None

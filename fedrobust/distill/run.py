@@ -89,8 +89,7 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
     student = model_for(cfg, d.student)
     optimizer = make_optimizer(student, TrainSection(lr=d.lr, optimizer=d.optimizer, weight_decay=d.weight_decay))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, d.epochs)
-    classic = ClassicAugment(d.classic, cfg.data.image_size, cfg.augment.rotation_degrees,
-                             cfg.augment.crop_padding, cfg.augment.jitter)
+    classic = ClassicAugment.of(d.classic, cfg.augment, cfg.data.image_size)
     log(f"distilling {cfg.model.name} -> {d.student} ({count_parameters(student):,} params) on the "
         f"{d.data} split ({len(transfer)} images), T={d.temperature:g} alpha={d.alpha:g} "
         f"adversarial={d.adversarial}")

@@ -150,7 +150,7 @@ class LocalClient:
         optimizer = make_optimizer(model, cfg.train)
         aug = cfg.alt_augment if self.uses_alt_policy else cfg.augment
         policy = AdversarialPolicy(aug, torch.Generator().manual_seed(seed + 1))
-        classic = ClassicAugment(aug.classic, cfg.data.image_size, aug.rotation_degrees, aug.crop_padding, aug.jitter)
+        classic = ClassicAugment.of(aug.classic, aug, cfg.data.image_size)
         generator = torch.Generator().manual_seed(seed)
         weight = self.class_weight()
         offset = self.logit_offset()

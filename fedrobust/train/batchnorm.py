@@ -12,10 +12,6 @@ import torch
 from torch import nn
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> nn.Module:
     """Reset every BatchNorm's running stats and re-estimate them on ``images``; returns ``model``

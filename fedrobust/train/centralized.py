@@ -34,7 +34,7 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
                  if cfg.train.scheduler == "cosine" else None)
     policy = AdversarialPolicy(cfg.augment, torch.Generator().manual_seed(cfg.run.seed + 1))
     a = cfg.augment
-    classic = ClassicAugment(a.classic, cfg.data.image_size, a.rotation_degrees, a.crop_padding, a.jitter)
+    classic = ClassicAugment.of(a.classic, a, cfg.data.image_size)
     weights = class_weights(cfg.train, train.labels, info.num_classes)
     run = RunDir.create(cfg)
     log(f"run {run.path}: {cfg.model.name} ({count_parameters(model):,} params) on {info.flag} "
