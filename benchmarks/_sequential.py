@@ -1,8 +1,12 @@
-"""The same federated work as the Flower apps, as a bare in-process loop (no Flower runtime, no Ray).
+"""The real round loop (``server.loop.run_federation``) without the Flower runtime: an in-process grid
+whose client nodes are the ClientApp (``clients.app``) called directly, one message after the other.
 
-``sequential_fedavg`` is the baseline of the overhead benchmark (Flower's own FedAvg arithmetic,
-``aggregate_arrayrecords``). ``sequential_run`` is the whole server loop with any configured strategy,
-BatchNorm recalibration and val selection, for quick hyper-parameter sweeps; only the runtime differs:
+No SuperLink, no Ray, no message transport: ``push_messages`` hands each message to the ClientApp with
+the node's ``Context`` (``partition-id``/``num-partitions``, run config = the flattened fedrobust config,
+as `fedrobust simulate` passes it) and keeps the reply for ``pull_messages``. Everything else (sampling,
+the Flower strategy, screening, BatchNorm recalibration, evaluation, checkpoints, val selection,
+summary.json) is the same code as under Flower; only the runtime differs. It is the bare baseline of
+``federation_overhead.py`` and a quick way to try hyper-parameters:
 
     python benchmarks/_sequential.py --config configs/fed_breast_resnet18.toml --set augment.classic=flip,crop
 """
@@ -10,117 +14,118 @@ BatchNorm recalibration and val selection, for quick hyper-parameter sweeps; onl
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import sys
-import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+from uuid import uuid4
 
 import torch
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
-
-from fedrobust.config import ExperimentConfig, load_config
-from fedrobust.federated import LocalClient, sample_partitions
-from fedrobust.federated.server import FederatedRun
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # server.strategies when run as a script
+    sys.path.insert(0, str(ROOT))  # clients, server and launcher when run as a script
+
+from clients.app import app as client_app  # noqa: E402
+from fedrobust.config import ExperimentConfig, from_flat, load_config, to_flat  # noqa: E402
+from launcher.simulation import prepare_run  # noqa: E402
+from server.loop import run_federation  # noqa: E402
+
+RUN_ID = 1
+NODE_BASE = 1000  # node id = NODE_BASE + partition id (a node id is not a partition id, as under Flower)
 
 
-def sequential_fedavg(cfg: ExperimentConfig, evaluate_every: int = 1, log=print) -> dict[str, Any]:
-    """FedAvg rounds with every sampled client trained one after the other in this process."""
-    run = FederatedRun(cfg)
-    _, state, _ = run.initial_state()
-    history, train_seconds = [], 0.0
-    for rnd in range(1, cfg.federation.rounds + 1):
-        started = time.perf_counter()
-        replies = []
-        for pid in sample_partitions(cfg, rnd):
-            new_state, metrics = LocalClient(cfg, pid).train(state, rnd)
-            replies.append(RecordDict({"arrays": ArrayRecord(new_state), "metrics": MetricRecord(metrics)}))
-        state = aggregate_arrayrecords(replies, "num-examples").to_torch_state_dict()
-        seconds = time.perf_counter() - started
-        train_seconds += seconds
-        record: dict[str, Any] = {"round": rnd, "seconds": seconds}
-        if rnd % evaluate_every == 0 or rnd == cfg.federation.rounds:
-            record["server"] = run.evaluate(state)
-            log(f"round {rnd}: acc {record['server']['acc']:.3f} auc {record['server']['auc']:.3f} "
-                f"fgsm {record['server']['fgsm_acc']:.3f} ({seconds:.1f}s)")
-        history.append(record)
-    return {"history": history, "state": state, "train_seconds": train_seconds, "run": run}
+class InProcessGrid(Grid):
+    """All client nodes of the federation in this process; a pushed message is handled at once."""
 
+    def __init__(self, cfg: ExperimentConfig, app: Any = client_app) -> None:
+        n = cfg.partition.num_clients
+        flat = to_flat(cfg)
+        self._app = app
+        self._run = Run.create_empty(RUN_ID)
+        # one Context per node, kept across messages (as Flower keeps a node's state between rounds)
+        self._contexts = {
+            NODE_BASE + p: Context(run_id=RUN_ID, node_id=NODE_BASE + p,
+                                   node_config={"partition-id": p, "num-partitions": n},
+                                   state=RecordDict(), run_config=dict(flat))
+            for p in range(n)
+        }
+        self._replies: dict[str, Message] = {}
 
-def _fake_task_identity() -> None:
-    """Flower messages need a run/node/task identity; outside a Flower process there is none."""
-    from flwr.supercore.task_identity import TaskIdentity
+    def set_run(self, run: Run) -> None:
+        self._run = run
 
-    for key in ("run_id", "node_id", "task_id"):
-        try:
-            getattr(TaskIdentity, key)
-        except RuntimeError:
-            setattr(TaskIdentity, key, 0 if key == "node_id" else 1)
+    @property
+    def run(self) -> Run:
+        return self._run
 
-
-class _Nodes:
-    """The grid as the strategy sees it: node id = partition id + 1."""
-
-    def __init__(self, partitions: list[int]) -> None:
-        self.partitions = partitions
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> list[int]:
-        return [p + 1 for p in self.partitions]
+        return list(self._contexts)
+
+    def _handle(self, msg: Message) -> Message:
+        context = self._contexts.get(msg.metadata.dst_node_id)
+        if context is None:
+            return Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason=f"no node {msg.metadata.dst_node_id}"),
+                           reply_to=msg)
+        try:
+            return self._app(msg, context)
+        except Exception as exc:  # Flower reports a ClientApp exception as an error reply, so do we
+            print(f"ClientApp on node {context.node_id} raised {type(exc).__name__}: {exc}", file=sys.stderr)
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                 reason=f"{type(exc)}:<'{exc}'>"), reply_to=msg)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid4())  # the SuperLink's job under Flower
+            reply = self._handle(msg)
+            reply.metadata.__dict__["_message_id"] = str(uuid4())
+            self._replies[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
+        return self.pull_messages(self.push_messages(messages))
 
 
-def sequential_run(cfg: ExperimentConfig, log=print) -> dict[str, Any]:
-    """The whole `server/loop.py` round loop in one process: the configured Flower strategy
-    (configure_train / aggregate_train, so FedProx's mu and FedAdam's server optimiser are
-    Flower's), BatchNorm recalibration, per-round evaluation, val selection, summary.json.
-    Only the runtime (Ray, SuperLink, message transport, threads per client) differs."""
-    from flwr.app import ConfigRecord, Message
+@contextlib.contextmanager
+def server_identity() -> Iterator[None]:
+    """The task identity Flower's runtime gives the ServerApp process (instruction messages carry it)."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = RUN_ID, SUPERLINK_NODE_ID, 1
+    try:
+        yield
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
-    from fedrobust.federated.server import describe_round
-    from server.strategies import build_strategy
 
-    _fake_task_identity()
-    fed = cfg.federation
-    run = FederatedRun(cfg)
-    _, state, _ = run.initial_state()
-    strategy = build_strategy(fed)
-    run.run.log({"round": 0, "server": run.evaluate(state)})
-    arrays = ArrayRecord(state)
-    optimizers: dict[int, dict] = {}  # partition id -> optimizer state kept between rounds
-    for rnd in range(1, fed.rounds + 1):
-        started = time.perf_counter()
-        chosen = sample_partitions(cfg, rnd)
-        messages = list(strategy.configure_train(rnd, arrays, ConfigRecord({"server-round": rnd}), _Nodes(chosen)))
-        replies = []
-        for msg in sorted(messages, key=lambda m: m.metadata.dst_node_id):
-            config = msg.content["config"]
-            pid = msg.metadata.dst_node_id - 1
-            client = LocalClient(cfg, pid)
-            new_state, metrics = client.train(msg.content["arrays"].to_torch_state_dict(), rnd,
-                                              float(config.get("proximal-mu", 0.0)), optimizers.get(pid))
-            if client.optimizer_state is not None:  # federation.keep_optimizer_state, as context.state does
-                optimizers[pid] = client.optimizer_state
-            replies.append(Message(content=RecordDict({"arrays": ArrayRecord(new_state),
-                                                       "metrics": MetricRecord(metrics)}), reply_to=msg))
-        new_arrays, train_metrics = strategy.aggregate_train(rnd, replies)
-        arrays, state = new_arrays, new_arrays.to_torch_state_dict()
-        if fed.bn_recalibration != "none":
-            state = run.recalibrate(state)
-            arrays = ArrayRecord(state)
-        record: dict[str, Any] = {"sampled": len(chosen), "replies": len(replies),
-                                  "clients": {k: float(v) for k, v in dict(train_metrics or {}).items()}}
-        record["server"] = run.evaluate(state)
-        record["seconds"] = time.perf_counter() - started
-        log(describe_round(rnd, fed.rounds, record)
-            + (f"  val acc {record['server']['val_acc']:.3f} auc {record['server']['val_auc']:.3f}"
-               if "val_acc" in record["server"] else ""))
-        run.end_round(rnd, state, {}, record)
-    summary = run.finish(state)
-    return {"summary": summary, "run": run.run.path}
+def sequential_run(cfg: ExperimentConfig, log: TextIO | None = None) -> dict[str, Any]:
+    """One federated run of ``cfg`` through ``server.loop.run_federation`` on an ``InProcessGrid``.
+
+    Like `fedrobust simulate`: the run directory is created first (``run.dir`` set, config.toml
+    written), the server and the clients read the config back from its flat form; the loop's lines
+    go to ``log`` (default stderr). Returns ``{"summary": summary.json's content, "run": run dir}``.
+    """
+    cfg = copy.deepcopy(cfg)  # prepare_run sets run.dir: the caller's config stays reusable
+    run = prepare_run(cfg, resume=bool(cfg.run.dir))
+    with server_identity(), contextlib.redirect_stdout(log or sys.stderr):
+        summary = run_federation(InProcessGrid(cfg), from_flat(to_flat(cfg)))  # the ServerApp's view
+    return {"summary": summary, "run": run.path}
 
 
 def val_reading(run_dir: Path) -> dict[str, Any]:
@@ -143,15 +148,18 @@ def val_reading(run_dir: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description="one federated run through the bare sequential loop")
+    p = argparse.ArgumentParser(description="one federated run through the real round loop, in process (no "
+                                            "Flower runtime, no Ray); prints the val/test readings as JSON")
     p.add_argument("--config", default=str(ROOT / "configs/fed_breast_resnet18.toml"))
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--out-dir", default=str(ROOT / "runs/seq"))
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (= simulation.cpus_per_client, which "
+                                                          "the ClientApp applies)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config, [f"run.out_dir='{args.out_dir}'", "sweep.enabled=false", *args.overrides])
-    res = sequential_run(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
+    cfg = load_config(args.config, [f"run.out_dir='{args.out_dir}'", "sweep.enabled=false",
+                                    f"simulation.cpus_per_client={args.threads}", *args.overrides])
+    res = sequential_run(cfg)
     reading = val_reading(res["run"])
     print(json.dumps({"run": str(res["run"]), "overrides": args.overrides, **reading}))
     return 0

@@ -57,7 +57,7 @@ class TreeMemory(threading.Thread):
         return self.peak
 
 
-# The overhead benchmarks' federation (federation_overhead.py, runtime_cpu.py, ray_actor_speed.py):
+# The overhead benchmark's federation (federation_overhead.py):
 # resnet18 on pneumoniamnist, 5 IID clients, 3 rounds, no augmentation, one FGSM eps in the evaluation.
 OVERHEAD_CONFIG = "configs/fed_pneumonia_resnet18.toml"
 OVERHEAD = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=iid", "federation.rounds=3",
@@ -67,7 +67,7 @@ OVERHEAD = ["model.name=resnet18", "partition.num_clients=5", "partition.scheme=
 
 def simulate_command(config: str, overrides: list[str], out_dir: Path) -> list[str]:
     """`fedrobust simulate` as a user types it, writing into ``out_dir``, training figures only."""
-    cmd = [sys.executable, "-m", "fedrobust", "simulate", "--config", str(ROOT / config),
+    cmd = [sys.executable, "-m", "launcher", "simulate", "--config", str(ROOT / config),
            "--set", f"run.out_dir='{out_dir}'", "--set", "sweep.enabled=false"]
     for o in overrides:
         cmd += ["--set", o]

@@ -37,7 +37,7 @@ def _port() -> int:
 
 def _fedrobust(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.Popen:
     out = log.open("w") if log else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "fedrobust", *args], stdout=out, stderr=subprocess.STDOUT,
+    return subprocess.Popen([sys.executable, "-m", "launcher", *args], stdout=out, stderr=subprocess.STDOUT,
                             env=env, cwd=ROOT)
 
 

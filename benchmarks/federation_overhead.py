@@ -1,10 +1,12 @@
 """What Flower + Ray cost over a bare loop (federation issue), and how the simulation scales.
 
-overhead: the same federated work (clients x local epochs x data, FedAvg, server evaluation each
-  round) run (a) as a sequential in-process loop and (b) through `fedrobust simulate`, for each
-  --epochs value. Reports the ratio of the summed round times and the extra seconds per client
-  update, and separately the start-up cost (launch -> round 1 starts, the clients' warm-up
-  included), the round-0 evaluation and the tear-down (last round -> every process stopped).
+overhead: the same federated run (clients x local epochs x data, FedAvg, server evaluation each
+  round) through the same round loop (server/loop.py), (a) on the in-process grid of _sequential.py
+  (the ClientApp called directly, one client after the other; no Flower runtime, no Ray) and (b)
+  through `fedrobust simulate`, for each --epochs value. Reports the ratio of the summed round
+  times and the extra seconds per client update, and separately the start-up cost (launch ->
+  round 1 starts, the clients' warm-up included), the round-0 evaluation and the tear-down (last
+  round -> every process stopped).
   --parallel runs Flower as the configs ship it (1 CPU per client, clients side by side) against
   the bare loop on every core. Goal: ratio <= 1.2, start-up <= 10 s.
 scale: 1000 virtual clients, 10 % (and 5 %) sampled per round, 2 rounds; peak RSS of the whole
@@ -17,6 +19,8 @@ scale: 1000 virtual clients, 10 % (and 5 %) sampled per round, 2 rounds; peak RS
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
 import sys
 import time
@@ -26,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command, describe, write_report
-from _sequential import sequential_fedavg
+from _sequential import sequential_run
 from _simrun import OVERHEAD, OVERHEAD_CONFIG, simulate
 
 from fedrobust.config import load_config
@@ -34,15 +38,21 @@ from fedrobust.config import load_config
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "bench-overhead"
 
+
 def _sequential_rounds(cfg, threads: int) -> list[float]:
-    """Training phase (local updates + aggregation) of each round of the bare loop, in seconds."""
+    """Training phase (``train_seconds``: sampling, local updates, aggregation) of each round of the
+    real loop on the in-process grid, in seconds; ``threads`` torch threads for the clients (the
+    ClientApp sets ``simulation.cpus_per_client``) and the server alike."""
     torch.set_num_threads(threads)
-    seq = sequential_fedavg(cfg, log=lambda s: print("sequential", s, file=sys.stderr))
-    return [r["seconds"] for r in seq["history"]]
+    cfg = copy.deepcopy(cfg)
+    cfg.simulation.cpus_per_client = threads
+    run = sequential_run(cfg)["run"]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [m["train_seconds"] for m in metrics if m["round"] >= 1]
 
 
 def _overhead_once(epochs: int, threads: int, parallel: bool, clients: int) -> dict:
-    """Bare sequential loop, `fedrobust simulate`, bare loop again, all with the same work.
+    """Bare in-process loop, `fedrobust simulate`, bare loop again, all with the same work.
 
     ``parallel``: Flower as the configs ship it (one CPU per client, so Ray trains as many clients
     at once as the machine has cores) against the bare loop with one client at a time using every
@@ -99,10 +109,12 @@ def overhead(lines: list[str], epochs: list[int], threads: int, parallel: bool, 
         "",
         f"pneumoniamnist (4708 training images), resnet18, {clients} IID clients, 3 rounds, FedAvg.",
         *how,
-        "Each row is one bare sequential loop, one `fedrobust simulate` and the bare loop again, with the same",
-        "local work. Compared: the training phase of each round (sampling, local updates, transfer,",
-        "aggregation; in Flower `train_seconds` of `metrics.jsonl`), not the server's test evaluation after it,",
-        "which is the same code in both; the bare loop's figure is the mean of its two passes.",
+        "Each row is one bare loop, one `fedrobust simulate` and the bare loop again, with the same local work.",
+        "The bare loop is the same round loop (`server/loop.py`, warm-up, strategy, evaluation) on an in-process",
+        "grid that calls the ClientApp directly, one client after the other: only the runtime differs.",
+        "Compared: the training phase of each round (sampling, local updates, transfer, aggregation;",
+        "`train_seconds` of `metrics.jsonl`), not the server's test evaluation after it, which is the same code",
+        "in both; the bare loop's figure is the mean of its two passes.",
         "",
         "| local epochs | local update s per client (in Flower) | bare loop, before / after, s | bare loop mean, "
         "rounds s | Flower + Ray, rounds s | ratio | extra s per client update |",

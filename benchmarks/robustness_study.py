@@ -32,7 +32,7 @@ from fedrobust.sweep.run import sweep_images
 ROOT = Path(__file__).resolve().parents[1]
 EPS = [0.001, 0.002, 0.003, 0.004, 0.005]
 SWEEP = [f"sweep.eps={EPS}", "sweep.attacks=['fgsm', 'pgd', 'pgd-margin', 'transfer-pgd', 'square', 'noise', "
-         "'inv_fgsm']", "sweep.targets=['global', 'student', 'onnx_int8']", "sweep.square_queries=100"]
+         "'invfgsm']", "sweep.targets=['global', 'student', 'onnx_int8']", "sweep.square_queries=100"]
 TARGETS = {"global": "global model", "student": "student (torch)", "onnx_int8": "student (ONNX int8)"}
 FGSM_GAIN = 0.02  # "looks good under FGSM": at least 2 points above the undefended model at the same eps
 HOLD = 0.01  # "holds under PGD": keeps more than 1 point of that gain
@@ -90,7 +90,7 @@ def main() -> int:
              "(for the int8 model: on the torch student, scored by onnxruntime); PGD 10 steps, step 2.5ε/10, random "
              "start; Square: 100 queries per image against onnxruntime only; transfer: PGD crafted on the global "
              "model. Settings of each sweep: the run's report.md.", ""]
-    for attack in ("fgsm", "pgd", "pgd-margin", "transfer-pgd", "square", "noise", "inv_fgsm"):
+    for attack in ("fgsm", "pgd", "pgd-margin", "transfer-pgd", "square", "noise", "invfgsm"):
         present = [r for r in rows if (r[3], attack) in r[5]]
         if not present:
             continue

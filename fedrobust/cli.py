@@ -49,17 +49,17 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
-def config_of(args: argparse.Namespace, check: bool = True):
+def config_of(args: argparse.Namespace):
     """The config of a command: from --config, or from RUN_DIR/config.toml with --resume."""
     from fedrobust.config import load_config
 
     resume = getattr(args, "resume", None)
     if not resume:
-        return load_config(args.config, overrides_of(args), check)
+        return load_config(args.config, overrides_of(args))
     if args.config:
         raise ConfigError("--resume takes its config from RUN_DIR/config.toml; drop --config")
     run_dir = Path(resume)
-    return load_config(run_dir / "config.toml", [*overrides_of(args), f"run.dir={str(run_dir.resolve())!r}"], check)
+    return load_config(run_dir / "config.toml", [*overrides_of(args), f"run.dir={str(run_dir.resolve())!r}"])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -101,9 +101,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.seeds:
+        from fedrobust.report.seeds import seed_table
+
+        table = seed_table(args.runs)
+        print(table)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(table + "\n")
+            print(f"written to {args.out}")
+        return 0
     from fedrobust.report.compare import compare
 
-    out = compare(args.runs, args.attack, args.target, args.out)
+    out = compare(args.runs, args.attack, args.target, args.out or Path("comparison.md"))
     print(out.read_text())
     print(f"written to {out} and {out.with_suffix('.png')}")
     return 0
@@ -189,13 +199,18 @@ def build_parser(more: Callable[[argparse._SubParsersAction], None] | None = Non
                    help=f"subset of {' '.join(SWEEP_TARGETS)}")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("report", help="compare the sweeps of several runs in one table and plot",
+    p = sub.add_parser("report", help="compare several runs: their sweeps (table + plot), or by seed",
                        description="One table (rows: runs, columns: clean and each eps) and one plot of "
-                                   "accuracy vs eps for one target under one attack.")
+                                   "accuracy vs eps for one target under one attack; with --seeds, one row per "
+                                   "setting (runs whose configs differ only in run.seed grouped) with test and "
+                                   "FGSM accuracy by seed, mean, sd and standard error.")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--attack", default="pgd", choices=SWEEP_ATTACKS, help="attack to compare (default: pgd)")
     p.add_argument("--target", default="global", choices=SWEEP_TARGETS, help="model to compare (default: global)")
-    p.add_argument("--out", type=Path, default=Path("comparison.md"), help="markdown file; the plot goes next to it")
+    p.add_argument("--out", type=Path, help="markdown file (default: comparison.md; with --seeds: print only); "
+                                            "the plot goes next to it")
+    p.add_argument("--seeds", action="store_true", help="the per-seed table of finished runs instead of a sweep "
+                                                        "comparison")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("partition", help="print the per-client label table of a partition",

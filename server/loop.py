@@ -4,6 +4,9 @@ We drive ``configure_train`` / push + pull / ``aggregate_train`` ourselves inste
 ``Strategy.start`` so that a run can resume at round k+1 with the true round number, client
 sampling is seeded by partition id (identical after a resume), and non-finite updates are
 rejected before they reach the aggregator.
+
+The loop needs only a ``Grid``: Flower's (simulation or deployment, via ``server.app``), or the
+in-process one of ``benchmarks/_sequential.py`` that calls the ClientApp directly (no runtime).
 """
 
 from __future__ import annotations
@@ -171,9 +174,6 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     say(f"run directory {run.run.path.resolve()}")
     if done:
         say(f"resuming after round {done} of {fed_cfg.rounds}")
-        if fed_cfg.keep_optimizer_state:
-            say("clients' optimizer states were not checkpointed: they start afresh, so rounds after the "
-                "resume differ from an uninterrupted run")
     alt = sorted(alt_partitions(cfg))
     if alt:
         say(f"partitions {alt} train with [alt_augment] mode={cfg.alt_augment.mode}")

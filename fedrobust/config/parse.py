@@ -91,9 +91,8 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
-def from_dict(tree: dict[str, Any], check: bool = True) -> ExperimentConfig:
-    """Build a config from a nested dict (e.g. parsed TOML); ``check=False`` leaves out
-    ``validate`` (types are still checked), for a caller that validates a moment later."""
+def from_dict(tree: dict[str, Any]) -> ExperimentConfig:
+    """Build a config from a nested dict (e.g. parsed TOML): types, then ``validate``."""
     sections = {f.name: f.type for f in dataclasses.fields(ExperimentConfig)}
     hints = typing.get_type_hints(ExperimentConfig)
     unknown = sorted(set(tree) - set(sections))
@@ -105,8 +104,7 @@ def from_dict(tree: dict[str, Any], check: bool = True) -> ExperimentConfig:
             raise ConfigError(f"{name}: expected a table [{name}], got {values!r}")
         built[name] = _build_section(name, hints[name], values)
     cfg = ExperimentConfig(**built)
-    if check:
-        validate(cfg)
+    validate(cfg)
     return cfg
 
 
@@ -158,9 +156,9 @@ def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(_read_tree(path.parent / parent, (*seen, path.resolve())), tree)
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, check: bool = True) -> ExperimentConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load a TOML file (or only defaults when ``path`` is None) and apply overrides."""
     tree = _read_tree(Path(path)) if path is not None else {}
-    return from_dict(apply_overrides(tree, overrides or []), check)
+    return from_dict(apply_overrides(tree, overrides or []))
 
 

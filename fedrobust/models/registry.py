@@ -2,7 +2,8 @@
 
 Builders take ``(in_channels, num_classes, image_size)`` and return a randomly initialised
 ``nn.Module`` producing ``num_classes`` logits. ImageNet weights cannot be fetched from a hub
-here; ``pretrained`` takes a local state_dict file instead.
+here; ``pretrained`` takes a local state_dict file instead. Importing the registry loads neither
+torch nor torchvision (each builder imports what it builds), so a config is checked in a blink.
 """
 
 from __future__ import annotations
@@ -10,26 +11,33 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from fedrobust.errors import ConfigError
-from fedrobust.models.student import StudentCNN
-from fedrobust.tvcompat import import_torchvision
 
-Builder = Callable[..., nn.Module]
+if TYPE_CHECKING:
+    from torch import nn
+
+Builder = Callable[..., "nn.Module"]
 NORMS = ("batch", "group")
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups: batch-independent, so non-IID clients share no statistics
     (Hsieh et al., 2020, "The Non-IID Data Quagmire"); a drop-in for BatchNorm in federated runs."""
+    from torch import nn
+
     return nn.GroupNorm(math.gcd(channels, 32), channels)
 
 
 def _norm_layer(norm: str) -> Callable[[int], nn.Module] | None:
     return group_norm if norm == "group" else None
+
+
+def _torchvision():
+    from fedrobust.tvcompat import import_torchvision
+
+    return import_torchvision()
 
 
 _REGISTRY: dict[str, tuple[Builder, int]] = {}  # name -> (builder, minimum image size)
@@ -47,11 +55,15 @@ def register(name: str, min_size: int = 1) -> Callable[[Builder], Builder]:
 
 def _small_stem(model: nn.Module, attr: str, in_channels: int) -> None:
     """3x3 stride-1 first conv (no downsampling stem), the usual CIFAR/MedMNIST adaptation."""
+    from torch import nn
+
     old = getattr(model, attr)
     setattr(model, attr, nn.Conv2d(in_channels, old.out_channels, 3, 1, 1, bias=False))
 
 
 def _swap_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    from torch import nn
+
     if conv.in_channels == in_channels:
         return conv
     return nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
@@ -63,7 +75,9 @@ def _resnet(arch: str) -> Builder:
 
     def build(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
               norm: str = "batch") -> nn.Module:
-        m = getattr(import_torchvision().models, arch)(num_classes=num_classes, norm_layer=_norm_layer(norm))
+        from torch import nn
+
+        m = getattr(_torchvision().models, arch)(num_classes=num_classes, norm_layer=_norm_layer(norm))
         m.conv1 = _swap_first_conv(m.conv1, in_channels)
         if small_stem:
             _small_stem(m, "conv1", in_channels)
@@ -80,7 +94,9 @@ register("resnet50")(_resnet("resnet50"))
 @register("mobilenet_v2")
 def mobilenet_v2(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
                  norm: str = "batch") -> nn.Module:
-    m = import_torchvision().models.mobilenet_v2(num_classes=num_classes, norm_layer=_norm_layer(norm))
+    from torch import nn
+
+    m = _torchvision().models.mobilenet_v2(num_classes=num_classes, norm_layer=_norm_layer(norm))
     first = m.features[0][0]
     m.features[0][0] = _swap_first_conv(first, in_channels)
     if small_stem:
@@ -93,7 +109,9 @@ def densenet121(in_channels: int, num_classes: int, image_size: int, small_stem:
                 norm: str = "batch") -> nn.Module:
     if norm != "batch":
         raise ConfigError("model.norm: torchvision's densenet121 has no norm_layer option; use norm = 'batch'")
-    m = import_torchvision().models.densenet121(num_classes=num_classes)
+    from torch import nn
+
+    m = _torchvision().models.densenet121(num_classes=num_classes)
     m.features.conv0 = _swap_first_conv(m.features.conv0, in_channels)
     if small_stem:
         _small_stem(m.features, "conv0", in_channels)
@@ -104,6 +122,10 @@ def densenet121(in_channels: int, num_classes: int, image_size: int, small_stem:
 @register("student")
 def student(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
             norm: str = "batch") -> nn.Module:
+    from torch import nn
+
+    from fedrobust.models.student import StudentCNN
+
     return StudentCNN(in_channels, num_classes, norm_layer=_norm_layer(norm) or nn.BatchNorm2d)
 
 
@@ -112,6 +134,8 @@ MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 def _load_pretrained(model: nn.Module, path: str) -> None:
     """Load a local state_dict; tensors whose shapes differ (e.g. a 1000-class head) are skipped."""
+    import torch
+
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:
