@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fedrobust.config import SWEEP_ATTACKS, SWEEP_TARGETS
 from fedrobust.data.partition import SCHEMES
-from fedrobust.errors import ConfigError, FedrobustError
+from fedrobust.errors import ConfigError, FedrobustError, Terminated
 
 EPILOG = """examples:
   fedrobust simulate --config configs/quickstart.toml --set federation.rounds=3
@@ -59,6 +59,9 @@ def config_of(args: argparse.Namespace):
     if args.config:
         raise ConfigError("--resume takes its config from RUN_DIR/config.toml; drop --config")
     run_dir = Path(resume)
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigError(f"--resume {run_dir}: not a run directory (no config.toml); pass a folder that "
+                          f"`fedrobust simulate` made, e.g. runs/quickstart-20260101-120000")
     return load_config(run_dir / "config.toml", [*overrides_of(args), f"run.dir={str(run_dir.resolve())!r}"])
 
 
@@ -69,21 +72,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _writing(args: argparse.Namespace):
+    """The run directory of a distill / export / sweep command, held as its one writer for the command."""
+    from fedrobust.checkpoint import run_config
+    from fedrobust.rundir import RunDir
+
+    run_config(args.run_dir)  # a folder that is not a run gets its own one-line error first
+    return RunDir(args.run_dir).lock(f"fedrobust {args.command}")
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     from fedrobust.distill import distill_run
 
-    distill_run(args.run_dir, overrides_of(args))
-    if args.export:
-        from fedrobust.export import export_run
+    with _writing(args):
+        distill_run(args.run_dir, overrides_of(args))
+        if args.export:
+            from fedrobust.export import export_run
 
-        export_run(args.run_dir, overrides_of(args))
+            export_run(args.run_dir, overrides_of(args))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from fedrobust.export import export_run
 
-    export_run(args.run_dir, overrides_of(args))
+    with _writing(args):
+        export_run(args.run_dir, overrides_of(args))
     return 0
 
 
@@ -96,7 +110,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value:
             overrides.append(f"sweep.{key}=" + "[" + ", ".join(repr(v) for v in value) + "]")
-    sweep_and_report(run_config(args.run_dir, overrides), args.run_dir)
+    with _writing(args):
+        sweep_and_report(run_config(args.run_dir, overrides), args.run_dir)
     return 0
 
 
@@ -128,7 +143,8 @@ def cmd_partition(args: argparse.Namespace) -> int:
     from fedrobust.data.loading import load_split
     from fedrobust.data.partition import label_table, partition_indices
 
-    train = load_split(args.dataset, "train", args.data_root, verify_md5=not args.no_verify)
+    train = load_split(args.dataset, "train", args.data_root, verify_md5=not args.no_verify,
+                       download=not args.no_download)
     labels = train.labels.numpy()
     parts = partition_indices(labels, args.clients, args.scheme, seed=args.seed, alpha=args.alpha,
                               labels_per_client=args.labels_per_client, min_samples=args.min_samples)
@@ -224,6 +240,7 @@ def build_parser(more: Callable[[argparse._SubParsersAction], None] | None = Non
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files")
     p.add_argument("--no-verify", action="store_true", help="skip the MD5 check (own files)")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing file")
     p.set_defaults(func=cmd_partition)
     return parser
 
@@ -236,6 +253,9 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     except FedrobustError as exc:
         print(f"fedrobust: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("fedrobust: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("fedrobust: interrupted", file=sys.stderr)
         return 130

@@ -11,3 +11,7 @@ class ConfigError(FedrobustError):
 
 class DataError(FedrobustError):
     """A dataset file is missing, corrupt, or unsupported."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where a command must stop what it started; the command exits 128 + 15."""

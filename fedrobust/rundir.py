@@ -51,15 +51,60 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(_json_safe(obj), indent=2) + "\n").encode())
 
 
+class RunDirBusy(FedrobustError):
+    """Another live process is writing the run directory."""
+
+
 class RunDir:
     """The folder holding everything one run produced."""
 
     CONFIG = "config.toml"
     METRICS = "metrics.jsonl"
     SUMMARY = "summary.json"
+    LOCK = ".lock"
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    # one writer at a time -----------------------------------------------------------------------
+    def hold(self, command: str, marker: str = "") -> dict[str, Any]:
+        """Become the run directory's one writer (an advisory ``flock`` on ``.lock``), or raise
+        RunDirBusy naming the holder's PID. The operating system releases the lock when its holder
+        dies, however it dies, so a dead holder never keeps it. Returns what the previous holder
+        wrote ({} if none): a launcher uses its ``marker`` to stop what a killed launch left running.
+        Without ``fcntl`` (Windows) there is no lock."""
+        try:
+            import fcntl
+        except ImportError:
+            return {}
+        fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise RunDirBusy(f"{self.path} is in use by PID {holder.get('pid', '?')} ({holder.get('command', '?')}); "
+                             f"wait for it to end or stop it, then try again") from None
+        previous = _read_holder(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "marker": marker}).encode(), 0)
+        self._lock_fd = fd
+        return previous
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[RunDir]:
+        """``hold`` for the duration of a block."""
+        self.hold(command)
+        try:
+            yield self
+        finally:
+            self.release()
 
     @classmethod
     def create(cls, cfg: ExperimentConfig) -> RunDir:
@@ -116,6 +161,13 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> Path:
         atomic_write_json(self.path / self.SUMMARY, summary)
         return self.path / self.SUMMARY
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        return json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}
 
 
 @contextlib.contextmanager

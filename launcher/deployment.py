@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
+import time
 import tomllib
 import uuid
 from collections.abc import Callable
@@ -23,13 +26,23 @@ from typing import Any
 
 from fedrobust.config import ExperimentConfig
 from fedrobust.credentials.node_keys import check_private_key
-from fedrobust.credentials.tls import certificate_files, certificate_hosts
-from fedrobust.errors import FedrobustError
+from fedrobust.credentials.tls import certificate_files, certificate_hosts, check_certificate
+from fedrobust.data.catalog import supported_flags
+from fedrobust.errors import FedrobustError, Terminated
 from launcher.processes import DEPLOY_CONNECTION as CONNECTION
-from launcher.processes import MARKER, flower_env, raise_interrupt, stop_processes, write_connection
-from launcher.simulation import FLWR_HOME, check_complete, start_run, submit_run
+from launcher.processes import (
+    FLWR_HOME,
+    MARKER,
+    Watchdog,
+    flower_env,
+    raise_interrupt,
+    stop_processes,
+    write_connection,
+)
+from launcher.simulation import check_complete, start_run, submit_run
 
 DEFAULT_PORT = 9092
+FATAL_GRACE = 3.0  # seconds a process whose main thread crashed may take to exit by itself
 
 
 def _port_free(host: str, port: int) -> None:
@@ -63,36 +76,55 @@ def serve(argv: list[str], env: dict[str, str], what: str, echo: Callable[[str],
           cwd: Path | None = None) -> int:
     """Run one Flower process in the foreground until it exits or we are stopped; stop its tree.
 
-    Returns 0 when stopped by Ctrl-C/SIGTERM; raises with Flower's reason when it fails.
+    Returns 0 when stopped by Ctrl-C (SIGTERM: exit 143 after the same clean-up); raises with
+    Flower's reason when it fails. A process whose main thread died of an uncaught exception is a
+    failure too, even while its other threads keep it alive (Flower's SuperNode does that on a bad
+    certificate): it gets ``FATAL_GRACE`` seconds to exit on its own.
     """
     marker = uuid.uuid4().hex
     env = {**env, MARKER: marker}
+    watchdog = Watchdog(marker)  # the Flower process tree ends with this wrapper, however it ends
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, cwd=cwd)
     tail: list[str] = []
+    crash: list[tuple[float, str]] = []  # (when, the exception line) of an uncaught traceback
 
     def pump() -> None:  # a helper Flower starts may keep the pipe open after the main process exits
         assert proc.stdout is not None
+        in_traceback = False
         for line in proc.stdout:
             echo(line.rstrip())
             tail.append(line)
             del tail[:-40]
+            if line.startswith("Traceback (most recent call last)") and not (
+                    len(tail) > 1 and tail[-2].startswith("Exception ignored")):
+                in_traceback = True
+            elif in_traceback and line.strip() and not line.startswith(" "):
+                in_traceback = False
+                if not crash:
+                    crash.append((time.monotonic(), line.strip()))
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     try:
         echo(f"{what}: pid {proc.pid}")
-        code = proc.wait()
-    except KeyboardInterrupt:
+        while (code := proc.poll()) is None and not (crash and time.monotonic() - crash[0][0] > FATAL_GRACE):
+            time.sleep(0.2)
+    except KeyboardInterrupt as stop:
         echo(f"{what}: stopping")
+        if isinstance(stop, Terminated):
+            raise
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
         stop_processes(proc, marker)
         reader.join(timeout=5)
+        watchdog.stop()
+    if code is None:
+        raise FedrobustError(f"{what} failed: {crash[0][1]}")
     if code != 0:
-        raise FedrobustError(f"{what} exited with code {code}: {flower_failure(tail)}")
+        raise FedrobustError(f"{what} exited with code {code}: {crash[0][1] if crash else flower_failure(tail)}")
     return 0
 
 
@@ -123,8 +155,7 @@ def connection_for(address: str, root_certificates: Path | None) -> dict[str, An
     """A ``[superlink.<name>]`` entry of Flower's config.toml."""
     if root_certificates is None:
         return {"address": address, "insecure": True}
-    if not Path(root_certificates).is_file():
-        raise FedrobustError(f"{root_certificates} is missing; copy the federation's ca.crt from the server")
+    check_certificate(root_certificates, "--root-certificates")
     return {"address": address, "root-certificates": str(Path(root_certificates).resolve())}
 
 
@@ -158,11 +189,12 @@ def _connection_exists(name: str) -> None:
 
 def register_nodes(public_keys: list[Path], connection: str = CONNECTION) -> list[int]:
     """Register SuperNode public keys with the SuperLink (``flwr supernode register``); node ids."""
+    for key in public_keys:  # the files first: they are what the user typed
+        if not Path(key).is_file():
+            raise FedrobustError(f"{key} does not exist; create node keys with `fedrobust deploy keys --name NAME`")
     _connection_exists(connection)
     ids = []
     for key in public_keys:
-        if not Path(key).is_file():
-            raise FedrobustError(f"{key} does not exist; create node keys with `fedrobust deploy keys --name NAME`")
         done = subprocess.run(["flwr", "supernode", "register", str(key), connection, "--format", "json"],
                               env=flower_env(FLWR_HOME), capture_output=True, text=True, timeout=120)
         found = re.search(r'"node-id":\s*(\d+)', done.stdout)
@@ -187,6 +219,9 @@ def node_config(partition_id: int, num_partitions: int, data_root: Path | None =
     if data_root is not None:
         if not Path(data_root).is_dir():
             raise FedrobustError(f"--data-root {data_root} is not a folder")
+        if not any(f.stem.split("_")[0] in supported_flags() for f in Path(data_root).glob("*.npz")):
+            raise FedrobustError(f"--data-root {data_root} holds no MedMNIST .npz file (e.g. breastmnist.npz); pass "
+                                 f"the folder with the federation's dataset, or --data-file with this node's own")
         parts.append(f"data-root={json.dumps(str(Path(data_root).resolve()))}")
     if data_file is not None:
         if not Path(data_file).is_file():
@@ -201,8 +236,7 @@ def supernode_argv(superlink: str, root_certificates: Path | None, key: Path | N
     if root_certificates is None:
         argv.append("--insecure")
     else:
-        if not Path(root_certificates).is_file():
-            raise FedrobustError(f"--root-certificates {root_certificates} is missing; copy ca.crt from the server")
+        check_certificate(root_certificates, "--root-certificates")
         argv += ["--root-certificates", str(root_certificates)]
     if key is not None:
         check_private_key(key)
@@ -247,14 +281,16 @@ def deploy_run(cfg: ExperimentConfig, resume: bool = False, connection: str = CO
     this where the SuperLink runs (or where it shares the file system).
     """
     _connection_exists(connection)
-    run = start_run(cfg, resume, "deploy run")
     marker = uuid.uuid4().hex
+    run = start_run(cfg, resume, "deploy run", marker)
     env = flower_env(FLWR_HOME, {MARKER: marker})
+    staging = Path(tempfile.mkdtemp(prefix="fedrobust-deploy-"))
+    watchdog = Watchdog(marker, remove=[staging])  # `flwr run` ends with us, however we end
     runner = None
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         echo(f"submitting to '{connection}'; waiting for {cfg.partition.num_clients} SuperNodes")
-        runner = submit_run(run, connection, env, run.path, echo, cfg.simulation.verbose)
+        runner = submit_run(run, connection, env, run.path, echo, cfg.simulation.verbose, staging)
     except KeyboardInterrupt:
         _stop_remote_run(run.path / "flower.log", connection, env, echo)
         raise
@@ -262,5 +298,8 @@ def deploy_run(cfg: ExperimentConfig, resume: bool = False, connection: str = CO
         signal.signal(signal.SIGTERM, previous)
         if runner is not None:
             stop_processes(runner, marker, grace=5)
+        shutil.rmtree(staging, ignore_errors=True)
+        watchdog.stop()
+        run.release()
     return check_complete(run, "resume with `fedrobust deploy run --resume")
 

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import tomli_w
 
-from fedrobust.errors import FedrobustError
+from fedrobust.errors import FedrobustError, Terminated
 
 MARKER = "FEDROBUST_LAUNCH_ID"
 PREFIX = "[fedrobust] "
@@ -71,6 +71,31 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float, log_file: P
     raise FedrobustError(f"the SuperLink did not open port {port} within {timeout:.0f}s; see {shown}")
 
 
+class Watchdog:
+    """Starts ``python -m launcher.watchdog`` for this process (see the module docstring)."""
+
+    def __init__(self, marker: str, workdir: Path | None = None, remove: list[Path] | None = None) -> None:
+        me = psutil.Process()
+        argv = [sys.executable, "-m", "launcher.watchdog", "--pid", str(me.pid), "--created", repr(me.create_time()),
+                "--marker", marker]
+        if workdir is not None:
+            argv += ["--workdir", str(workdir)]
+        for folder in remove or []:
+            argv += ["--remove", str(folder)]
+        env = {k: v for k, v in os.environ.items() if k != MARKER}
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+        self.proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def stop(self) -> None:
+        """The launcher cleaned up itself: the watchdog has nothing left to do."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+
+
+
 class SimulationSuperLink:
     """A private ``flower-superlink --simulation`` on a free loopback port, and the clean stop of
     everything started under it.
@@ -85,12 +110,17 @@ class SimulationSuperLink:
         self.port = free_port()
         self.marker = uuid.uuid4().hex
         self.workdir: Path | None = None
-        # "local" makes Ray start a private instance even when another cluster (or a stale
-        # /tmp/ray/ray_current_cluster left by `ray start`) exists on this machine.
-        self.env = flower_env(FLWR_HOME, {MARKER: self.marker, "RAY_ADDRESS": ray_address or "local"})
+        self.ray_address = ray_address
+        self.env: dict[str, str] = {}
+        self.watchdog: Watchdog | None = None
         self.proc: subprocess.Popen | None = None
         self.tracked: list[subprocess.Popen] = []
         self.log_dest: Path | None = None  # where the SuperLink's log is kept after the stop
+
+    @property
+    def flwr_home(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "flwr-home"
 
     @property
     def address(self) -> str:
@@ -98,8 +128,14 @@ class SimulationSuperLink:
 
     def __enter__(self) -> SimulationSuperLink:
         self.workdir = Path(tempfile.mkdtemp(prefix="fedrobust-sim-")).resolve()  # cwd of all we start
+        # A Flower home of its own: its connection, and the apps the SuperLink installs, belong to this
+        # launch alone, so simultaneous simulations never read each other's SuperLink address. "local"
+        # makes Ray start a private instance even when another cluster (or a stale
+        # /tmp/ray/ray_current_cluster left by `ray start`) exists on this machine.
+        self.env = flower_env(self.flwr_home, {MARKER: self.marker, "RAY_ADDRESS": self.ray_address or "local"})
         self._previous = signal.signal(signal.SIGTERM, raise_interrupt)
         try:
+            self.watchdog = Watchdog(self.marker, self.workdir, remove=[self.workdir])
             with (self.workdir / "superlink.log").open("ab") as out:
                 self.proc = subprocess.Popen(
                     ["flower-superlink", "--insecure", "--simulation", "--host", "127.0.0.1", "--port",
@@ -128,6 +164,8 @@ class SimulationSuperLink:
                 with self.log_dest.open("ab") as kept:
                     kept.write(log.read_bytes())
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.watchdog is not None:
+            self.watchdog.stop()
 
 
 def _marked(marker: str, workdir: Path | None = None) -> list[psutil.Process]:
@@ -215,12 +253,12 @@ def last_error(log_file: Path) -> str:
         line = lines[i]
         if line.startswith("fedrobust.errors."):  # ours: already one line for the user
             return line.split(": ", 1)[-1]
+        if line == "Error" and i + 1 < len(lines):  # the title of Flower's error box: its reason follows
+            return " ".join(x for x in lines[i + 1:i + 4] if x)[-300:]
         if line.startswith(("FedrobustError", "Error")) or "Error:" in line:
             return line[-300:]
-        if line == "Error" and i + 1 < len(lines):
-            return lines[i + 1][-300:]
     return "no error message in the log"
 
 
 def raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    raise Terminated

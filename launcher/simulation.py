@@ -1,7 +1,7 @@
 """`fedrobust simulate`: run the Flower apps under the simulation runtime (Ray) and clean up.
 
-A private SuperLink (``launcher.processes.SimulationSuperLink``, ``FLWR_HOME`` inside the project)
-boots while the config and data are checked; then this project (a staged copy, see
+A private SuperLink (``launcher.processes.SimulationSuperLink``, with a Flower home of its own)
+boots while the data are checked; then this project (a staged copy, see
 ``launcher.app_bundle``) is submitted with ``flwr run`` (run config = the flattened fedrobust
 config) and the rounds are streamed. On exit, error or Ctrl-C every process it started is
 stopped: the SuperLink's whole tree plus anything (e.g. Ray) that carries this launch's marker.
@@ -26,7 +26,7 @@ from fedrobust.errors import FedrobustError
 from fedrobust.federated import check_federation
 from fedrobust.rundir import RunDir
 from launcher.app_bundle import stage_app
-from launcher.processes import FLWR_HOME, PREFIX, PROJECT, SimulationSuperLink, last_error, write_connection
+from launcher.processes import PREFIX, PROJECT, SimulationSuperLink, last_error, stop_processes, write_connection
 
 CONNECTION = "fedrobust-sim"
 
@@ -63,9 +63,11 @@ def prepare_run(cfg: ExperimentConfig, resume: bool) -> RunDir:
     return run
 
 
-def start_run(cfg: ExperimentConfig, resume: bool, command: str) -> RunDir:
+def start_run(cfg: ExperimentConfig, resume: bool, command: str, marker: str) -> RunDir:
     """Absolute paths (Flower runs the apps in other working directories), checks, and the run
-    directory with the run config Flower will pass to the apps."""
+    directory with the run config Flower will pass to the apps, held by this launcher (``marker``:
+    its launch marker, so that a later launch can stop what this one leaves if it is killed) until
+    the caller releases it."""
     if cfg.data.root:
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
     elif os.environ.get("FEDROBUST_DATA_ROOT"):
@@ -78,18 +80,23 @@ def start_run(cfg: ExperimentConfig, resume: bool, command: str) -> RunDir:
                              f"project as a Flower app, so install it from a checkout with `pip install -e .`")
     check_app_config(to_flat(cfg))
     run = prepare_run(cfg, resume)
+    left = run.hold(f"fedrobust {command}", marker)
+    if left.get("marker"):  # a launch of this run that was killed: what it left running goes first
+        stop_processes(None, left["marker"])
     if (run.path / RunDir.SUMMARY).exists():
+        run.release()
         raise FedrobustError(f"{run.path} is already complete (summary.json exists); nothing to resume")
     (run.path / "flower-run-config.toml").write_text(tomli_w.dumps(to_flat(cfg)))
     return run
 
 
 def submit_run(run: RunDir, connection: str, env: dict[str, str], cwd: Path, echo: Callable[[str], Any],
-               verbose: bool, extra_args: list[str] | None = None,
+               verbose: bool, staging_parent: Path, extra_args: list[str] | None = None,
                track: Callable[[subprocess.Popen], Any] | None = None) -> subprocess.Popen:
-    """``flwr run`` this project (its staged copy, see ``app_bundle``) on ``connection``; stream
-    fedrobust's lines to ``echo`` and everything to ``flower.log``. Returns the finished process."""
-    staging = Path(tempfile.mkdtemp(prefix="fedrobust-app-"))
+    """``flwr run`` this project (its staged copy under ``staging_parent``, see ``app_bundle``) on
+    ``connection``; stream fedrobust's lines to ``echo`` and everything to ``flower.log``. Returns the
+    finished process. ``staging_parent`` is a folder the launcher's watchdog removes if it dies."""
+    staging = Path(tempfile.mkdtemp(prefix="app-", dir=staging_parent))
     cmd = ["flwr", "run", str(stage_app(PROJECT, staging)), connection,
            "--run-config", str(run.path / "flower-run-config.toml"), *(extra_args or []), "--stream"]
     with (run.path / "flower.log").open("a") as log:
@@ -132,14 +139,21 @@ def simulate(cfg: ExperimentConfig, resume: bool = False, echo: Callable[[str], 
     if link is None:
         with SimulationSuperLink(cfg.simulation.ray_address) as own:
             return simulate(cfg, resume, echo, own)
-    run = start_run(cfg, resume, "simulate")
+    run = start_run(cfg, resume, "simulate", link.marker)
+    try:
+        return _simulate(cfg, run, echo, link)
+    finally:
+        run.release()
+
+
+def _simulate(cfg: ExperimentConfig, run: RunDir, echo: Callable[[str], Any], link: SimulationSuperLink) -> Path:
     link.log_dest = run.path / "superlink.log"
     link.wait_ready(cfg.simulation.startup_timeout)
-    write_connection(FLWR_HOME, CONNECTION, {"address": link.address, "insecure": True})
+    write_connection(link.flwr_home, CONNECTION, {"address": link.address, "insecure": True})
     ray = f"Ray at {cfg.simulation.ray_address}" if cfg.simulation.ray_address else "a local Ray"
     assert link.proc is not None and link.workdir is not None
     echo(f"SuperLink pid {link.proc.pid} on {link.address}; {cfg.partition.num_clients} virtual clients "
          f"({cfg.simulation.cpus_per_client} CPU each) on {ray}")
-    submit_run(run, CONNECTION, link.env, link.workdir, echo, cfg.simulation.verbose,
+    submit_run(run, CONNECTION, link.env, link.workdir, echo, cfg.simulation.verbose, link.workdir,
                ["--federation-config", _federation_config(cfg)], track=link.track)
     return check_complete(run, "resume with `fedrobust simulate --resume")

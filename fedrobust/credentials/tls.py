@@ -149,3 +149,16 @@ def certificate_hosts(cert: Path) -> list[str]:
     san = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return [str(v) for v in san.get_values_for_type(x509.DNSName)] + [
         str(v) for v in san.get_values_for_type(x509.IPAddress)]
+
+
+def check_certificate(path: Path, flag: str) -> None:
+    """Refuse, in one line, a ``flag`` file that is missing or holds no PEM certificate, before Flower
+    meets it (Flower's SuperNode dies of an ``ssl.SSLError`` traceback in a thread and hangs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FedrobustError(f"{flag} {path} is missing; copy the federation's ca.crt from the server")
+    try:
+        x509.load_pem_x509_certificate(path.read_bytes())
+    except ValueError:
+        raise FedrobustError(f"{flag} {path} is not a PEM certificate; pass the ca.crt that "
+                             f"`fedrobust deploy certs` wrote on the server") from None

@@ -47,12 +47,17 @@ def size_suffix(size: int) -> str:
     return "" if size == 28 else f"_{size}"
 
 
+def supported_flags() -> list[str]:
+    """Every MedMNIST flag fedrobust can train on, sorted."""
+    info = _info_table()
+    return sorted(k for k in info if _unsupported_reason(k, info[k]) is None)
+
+
 def check_supported_flag(flag: str) -> None:
     """Raise DataError naming the problem if ``flag`` is not a supported 2D single-label set."""
     info = _info_table()
     if flag not in info:
-        supported = sorted(k for k in info if _unsupported_reason(k, info[k]) is None)
-        raise DataError(f"unknown MedMNIST flag {flag!r}; supported: {', '.join(supported)}")
+        raise DataError(f"unknown MedMNIST flag {flag!r}; supported: {', '.join(supported_flags())}")
     reason = _unsupported_reason(flag, info[flag])
     if reason:
         raise DataError(f"{flag} is not supported: {reason}")

@@ -23,6 +23,7 @@ from fedrobust.checkpoint import load_model, load_state, run_config
 from fedrobust.config import DistillSection, ExperimentConfig, TrainSection
 from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.distill.loss import distillation_loss
+from fedrobust.errors import FedrobustError
 from fedrobust.models import count_parameters
 from fedrobust.models.from_config import model_for
 from fedrobust.progress import progress_bar
@@ -64,6 +65,8 @@ def distill_epoch(student: nn.Module, teacher: nn.Module, data: ImageSplit, opti
             with torch.no_grad():
                 t_adv = teacher(x_adv)
             loss = 0.5 * (loss + distillation_loss(student(x_adv), t_adv, yb, d.temperature, d.alpha))
+        if not torch.isfinite(loss):
+            raise FedrobustError(f"the distillation loss became {float(loss)}; lower distill.lr (now {d.lr:g})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -101,7 +101,7 @@ def load_image(path: PathLike, channels: int, size: int) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img)  # phone photos: honour the orientation tag
-            return _image_to_array(img, channels, size)
+            return _image_to_array(img, channels, size, path)
     except EdgeError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
@@ -109,11 +109,19 @@ def load_image(path: PathLike, channels: int, size: int) -> np.ndarray:
         raise EdgeError(f"{path} is not a readable image ({reason})") from None
 
 
-def _image_to_array(img: Image.Image, channels: int, size: int) -> np.ndarray:
+def _image_to_array(img: Image.Image, channels: int, size: int, path: Path) -> np.ndarray:
     if img.mode.startswith("I;16"):  # 16-bit grey: Pillow's convert("L") would clip at 255
-        bands = [Image.fromarray(np.asarray(img, dtype=np.float32) / 65535.0 * 255.0, mode="F")]
-        if channels == 3:
-            bands *= 3
+        bands = [Image.fromarray(np.asarray(img, dtype=np.float32) / 65535.0 * 255.0, mode="F")] * channels
+    elif img.mode == "F":  # 32-bit float grey: read as pixels in [0, 1] (convert("L") would make them black)
+        values = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise EdgeError(f"{path} is a float image with values from {np.nanmin(values):g} to "
+                            f"{np.nanmax(values):g}; fedrobust reads float images as pixels in [0, 1]: rescale "
+                            f"it, or save it as an 8- or 16-bit image")
+        bands = [Image.fromarray(values * 255.0, mode="F")] * channels
+    elif img.mode.startswith("I"):  # 32-bit integers: no one range to scale by (convert("L") clips at 255)
+        raise EdgeError(f"{path} is a 32-bit integer image (mode {img.mode}), whose value range is ambiguous; "
+                        f"save it as an 8- or 16-bit image, or as float in [0, 1]")
     else:
         bands = list(img.convert("L" if channels == 1 else "RGB").split())
     if bands[0].size != (size, size):

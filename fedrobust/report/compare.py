@@ -43,6 +43,9 @@ def compare(runs: list[Path], attack: str, target: str, out: Path) -> Path:
         cells = " | ".join(f"{c[e]:.3f}" if e in c else "-" for e in eps)
         lines.append(f"| {label} (`{run.name}`) | {defense} | {clean:.3f} | {cells} |")
     png = out.with_suffix(".png")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise FedrobustError(f"--out {out}: {out.parent} is a file, not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)  # --out into a folder that does not exist yet
     _plot(curves, attack, target, png)
     lines += ["", f"![comparison]({png.name})", ""]
     atomic_write_bytes(out, "\n".join(lines).encode())

@@ -37,48 +37,49 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
     classic = ClassicAugment.of(a.classic, a, cfg.data.image_size)
     weights = class_weights(cfg.train, train.labels, info.num_classes)
     run = RunDir.create(cfg)
-    log(f"run {run.path}: {cfg.model.name} ({count_parameters(model):,} params) on {info.flag} "
-        f"train/val/test {len(train)}/{len(val)}/{len(test)}, augment={a.mode}")
+    with run.lock("fedrobust train"):  # one writer: a second command on this folder is refused
+        log(f"run {run.path}: {cfg.model.name} ({count_parameters(model):,} params) on {info.flag} "
+            f"train/val/test {len(train)}/{len(val)}/{len(test)}, augment={a.mode}")
 
-    best = KeepBest(cfg.train.select)
-    started = time.perf_counter()
-    for epoch in range(cfg.train.epochs):
-        with progress_bar(total=len(train), desc=f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
-            stats = train_epoch(model, train.images, train.labels, optimizer, cfg.train, policy,
-                                classic, epoch, generator, progress=bar, class_weight=weights)
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
-        val_m = evaluate(model, val, cfg.eval.batch_size)
-        run.log({"epoch": epoch + 1, "lr": lr, "train": stats.to_dict(), "val": val_m})
-        log(f"epoch {epoch + 1:3d}  loss {stats.loss:.4f}  adv {stats.adv_share:.2f}  "
-            f"val acc {val_m['acc']:.3f} auc {val_m['auc']:.3f}  ({stats.seconds:.1f}s)")
-        best.offer(epoch + 1, val_m, model)
-    run.save_checkpoint("last.pt", {"model": model.state_dict(), "epoch": cfg.train.epochs})
-    best.restore(model)
-    best_epoch = best.step
-    run.save_checkpoint("model.pt", {"model": model.state_dict(), "epoch": best_epoch,
-                                     "model_name": cfg.model.name, "config": cfg.to_dict()})
-    test_m = evaluate(model, test, cfg.eval.batch_size)
-    robust = evaluate_robust(model, test, cfg.eval.fgsm_eps, cfg.eval.batch_size)
-    summary = {
-        "kind": "centralized",
-        "dataset": info.flag,
-        "model": cfg.model.name,
-        "parameters": count_parameters(model),
-        "augment": cfg.augment.mode,
-        "selected_epoch": best_epoch,
-        "selection": cfg.train.select,
-        "train_seconds": time.perf_counter() - started,
-        "test": test_m,
-        "test_fgsm": robust,
-    }
-    run.write_summary(summary)
-    fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in robust.items())
-    log(f"test acc {test_m['acc']:.3f}  auc {test_m['auc']:.3f}  (epoch {best_epoch}, by {cfg.train.select})")
-    if fg:
-        log(f"test FGSM acc by eps  {fg}")
-    after_training(cfg, run.path, log)
-    log(f"results in {run.path}")
-    sys.stdout.flush()
-    return run
+        best = KeepBest(cfg.train.select)
+        started = time.perf_counter()
+        for epoch in range(cfg.train.epochs):
+            with progress_bar(total=len(train), desc=f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
+                stats = train_epoch(model, train.images, train.labels, optimizer, cfg.train, policy,
+                                    classic, epoch, generator, progress=bar, class_weight=weights)
+            lr = optimizer.param_groups[0]["lr"]
+            if scheduler is not None:
+                scheduler.step()
+            val_m = evaluate(model, val, cfg.eval.batch_size)
+            run.log({"epoch": epoch + 1, "lr": lr, "train": stats.to_dict(), "val": val_m})
+            log(f"epoch {epoch + 1:3d}  loss {stats.loss:.4f}  adv {stats.adv_share:.2f}  "
+                f"val acc {val_m['acc']:.3f} auc {val_m['auc']:.3f}  ({stats.seconds:.1f}s)")
+            best.offer(epoch + 1, val_m, model)
+        run.save_checkpoint("last.pt", {"model": model.state_dict(), "epoch": cfg.train.epochs})
+        best.restore(model)
+        best_epoch = best.step
+        run.save_checkpoint("model.pt", {"model": model.state_dict(), "epoch": best_epoch,
+                                         "model_name": cfg.model.name, "config": cfg.to_dict()})
+        test_m = evaluate(model, test, cfg.eval.batch_size)
+        robust = evaluate_robust(model, test, cfg.eval.fgsm_eps, cfg.eval.batch_size)
+        summary = {
+            "kind": "centralized",
+            "dataset": info.flag,
+            "model": cfg.model.name,
+            "parameters": count_parameters(model),
+            "augment": cfg.augment.mode,
+            "selected_epoch": best_epoch,
+            "selection": cfg.train.select,
+            "train_seconds": time.perf_counter() - started,
+            "test": test_m,
+            "test_fgsm": robust,
+        }
+        run.write_summary(summary)
+        fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in robust.items())
+        log(f"test acc {test_m['acc']:.3f}  auc {test_m['auc']:.3f}  (epoch {best_epoch}, by {cfg.train.select})")
+        if fg:
+            log(f"test FGSM acc by eps  {fg}")
+        after_training(cfg, run.path, log)
+        log(f"results in {run.path}")
+        sys.stdout.flush()
+        return run

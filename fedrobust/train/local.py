@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -11,6 +12,7 @@ from torch import nn
 from fedrobust.attacks import classification_loss
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import TrainSection
+from fedrobust.errors import FedrobustError
 from fedrobust.train.batches import iterate_batches
 
 
@@ -111,6 +113,9 @@ def train_epoch(
             (loss / len(by)).backward()
             batch_loss, n_trained, n_adv = float(loss.detach()), len(by), batch.n_adv if batch else 0
             clean_logits = logits[: len(yb)].detach()
+        if not math.isfinite(batch_loss):  # stop here rather than train on and save a NaN model
+            raise FedrobustError(f"the training loss became {batch_loss} in epoch {epoch + 1}; lower train.lr "
+                                 f"(now {cfg.lr:g}) or check the data")
         if proximal_mu > 0 and anchor is not None:
             with torch.no_grad():
                 for p, p0 in zip(model.parameters(), anchor, strict=True):
