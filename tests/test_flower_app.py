@@ -227,3 +227,70 @@ def test_ctrl_c_stops_everything(data_root, tmp_path, flower_processes):
     while (left := flower_processes(started)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert left == []
+
+
+def _launch(data_root, out_dir: Path, *overrides: str) -> subprocess.Popen:
+    """`_simulate`'s command, started in the background (stdout line-buffered for the test to read)."""
+    cmd = [sys.executable, "-m", "launcher", "simulate", "--config", str(REPO / "configs" / "quickstart.toml"),
+           "--set", f"run.out_dir='{out_dir}'", "--set", "run.name=sim", "--set", "model.name=student",
+           "--set", "partition.num_clients=3", "--set", "partition.min_samples=10", "--set", "federation.rounds=2",
+           "--set", "federation.local_epochs=1", "--set", "augment.warmup_epochs=0", "--set", "distill.enabled=false",
+           "--set", "export.enabled=false", "--set", "sweep.enabled=false"]
+    for o in overrides:
+        cmd += ["--set", o]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env=dict(os.environ, FEDROBUST_DATA_ROOT=str(data_root), PYTHONUNBUFFERED="1"))
+
+
+def _marked(marker: str) -> list[int]:
+    found = []
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            if p.environ().get("FEDROBUST_LAUNCH_ID") == marker:
+                found.append(p.pid)
+    return found
+
+
+def test_concurrent_runs_a_killed_launcher_and_one_writer(data_root, tmp_path, full_run):
+    """Two simulations at once each talk to their own SuperLink; SIGKILL on one launcher ends every
+    process it started and removes its temporary folders; its run directory has one writer at a time;
+    and --resume then gives the result of an uninterrupted run (full_run has the same config)."""
+    victim = _launch(data_root, tmp_path / "victim", "federation.rounds=3")
+    time.sleep(1.5)
+    other = _launch(data_root, tmp_path / "other", "run.name=other")
+    assert victim.stdout is not None
+    port = marker = workdir = run = None
+    for line in victim.stdout:
+        if line.startswith("SuperLink pid"):
+            pid, port = int(line.split()[2]), line.split()[4].rstrip(";")
+            link = psutil.Process(pid)
+            marker, workdir = link.environ()["FEDROBUST_LAUNCH_ID"], Path(link.cwd())
+        if line.startswith("run directory"):
+            run = Path(line.split(maxsplit=2)[2].strip())
+        if line.startswith("round   1/"):
+            break
+    assert port and marker and run is not None, "the victim never reached round 1"
+    busy = subprocess.run([sys.executable, "-m", "launcher", "export", str(run)], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)  # a second writer while the first lives
+    assert busy.returncode == 2 and f"in use by PID {victim.pid} (fedrobust simulate)" in busy.stderr, busy.stderr
+    victim.kill()  # SIGKILL: no handler of ours runs
+    victim.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while ((left := _marked(marker)) or workdir.exists()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == [], f"processes of the killed launch still run: {left}"
+    assert not workdir.exists(), "the killed launch's temporary folder is left behind"
+    out, _ = other.communicate(timeout=400)
+    assert other.returncode == 0, out[-2000:]
+    (other_run,) = (tmp_path / "other").iterdir()
+    other_port = next(line.split()[4].rstrip(";") for line in out.splitlines() if line.startswith("SuperLink pid"))
+    assert other_port != port
+    assert f"({other_port})" in (other_run / "flower.log").read_text()
+    assert f"({port})" not in (other_run / "flower.log").read_text()
+    assert f"({other_port})" not in (run / "flower.log").read_text()
+    resumed = _simulate(data_root, tmp_path, "federation.rounds=2", resume=run)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    ours = torch.load(run / "model.pt", weights_only=False)["model"]
+    reference = torch.load(full_run[0] / "model.pt", weights_only=False)["model"]
+    for k in reference:
+        torch.testing.assert_close(ours[k], reference[k], rtol=0, atol=1e-6)
