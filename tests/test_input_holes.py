@@ -49,7 +49,8 @@ def test_numbers_must_be_finite(override):
 def test_a_training_loss_that_becomes_non_finite_stops_without_a_model(tmp_path, capsys):
     write_fake_medmnist(tmp_path / "data", "breastmnist")
     err = _err(capsys, ["train", "--data-root", str(tmp_path / "data"), "--set", "data.verify_md5=false",
-                        "--set", "model.name=student", "--set", "train.epochs=2", "--set", "train.lr=1e30", "--set", "train.optimizer=sgd",
+                        "--set", "model.name=student", "--set", "train.epochs=2", "--set", "train.lr=1e30",
+                        "--set", "train.optimizer=sgd",
                         "--set", "train.batch_size=8", "--set", f"run.out_dir='{tmp_path / 'runs'}'",
                         "--set", "sweep.enabled=false"])
     assert "training loss became nan" in err and "train.lr" in err
