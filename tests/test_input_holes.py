@@ -94,10 +94,13 @@ def test_the_failure_reason_is_flowers_not_its_box_title(tmp_path):
     assert last_error(log) == "Run 123 failed: the ServerApp raised FileNotFoundError"
 
 
-def test_report_out_into_a_new_folder(tmp_path, capsys):
-    out = tmp_path / "new" / "deeper" / "seeds.md"
-    err = _err(capsys, ["report", "--seeds", str(tmp_path / "not-a-run"), "--out", str(out)])
-    assert "not-a-run" in err
+def test_simulate_checks_every_value_before_starting_any_process(tmp_path, flower_processes):
+    started = time.time()
+    result = subprocess.run([sys.executable, "-m", "launcher", "simulate", "--set", "federation.eval_eps=2",
+                             "--set", f"run.out_dir='{tmp_path}'"], capture_output=True, text=True, timeout=60,
+                            cwd=REPO)
+    assert result.returncode == 2 and "federation.eval_eps: must be in [0, 1]" in result.stderr
+    assert time.time() - started < 5 and flower_processes(started) == [] and not any(tmp_path.iterdir())
 
 
 def test_one_writer_per_run_directory_and_a_dead_holder_keeps_nothing(tmp_path, capsys):

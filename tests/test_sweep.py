@@ -96,7 +96,7 @@ def test_checks_flag_violations():
 def test_report_compares_runs(swept, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(swept, other)
-    out = tmp_path / "cmp.md"
+    out = tmp_path / "not" / "yet" / "cmp.md"  # --out into a folder that does not exist: created
     assert main(["report", str(swept), str(other), "--attack", "pgd", "--target", "onnx_int8", "--out", str(out)]) == 0
     text = out.read_text()
     assert "ONNX int8 student under pgd" in text and text.count("| breastmnist") == 2
