@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from fedrobust.errors import ConfigError
-from fedrobust.models import MODEL_NAMES, build_model, count_parameters
+from fedrobust.models import CLASSIFIERS, MODEL_NAMES, SEGMENTERS, build_model, count_parameters
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", CLASSIFIERS)
 @pytest.mark.parametrize("channels", [1, 3])
 def test_forward_backward(name, channels):
     size = 32 if name == "densenet121" else 28
@@ -59,3 +59,25 @@ def test_group_norm_variant(name):
     assert model(torch.rand(1, 1, 28, 28)).shape == (1, 2)  # batch of one: no batch statistics needed
     with pytest.raises(ConfigError, match="norm"):
         build_model("densenet121", 1, 2, 32, norm="group")
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_unets_give_one_logit_per_pixel(name):
+    model = build_model(name, 3, 1, 64)
+    out = model(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, 1, 64, 64)
+    out.mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_the_unet_student_fits_the_edge_budget():
+    assert count_parameters(build_model("unet_student", 3, 1, 128)) <= 500_000
+    student = count_parameters(build_model("unet_student", 3, 1, 128))
+    assert count_parameters(build_model("unet", 3, 1, 128)) > 3 * student
+
+
+def test_medmnist_configs_refuse_a_segmenter():
+    from fedrobust.config import load_config
+
+    with pytest.raises(ConfigError, match=r"model\.name: got 'unet'"):
+        load_config(None, ["model.name=unet"])

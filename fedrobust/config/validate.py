@@ -30,7 +30,7 @@ def _one_of(value: object, key: str, choices: tuple | list) -> None:
 def validate(cfg: ExperimentConfig) -> None:
     """Range- and choice-check every value; names the first bad key."""
     from fedrobust.data.catalog import check_supported_flag  # local: torch and medmnist load only when checking
-    from fedrobust.models.registry import MODEL_NAMES, NORMS
+    from fedrobust.models.registry import CLASSIFIERS, NORMS
 
     r, d, p, m, t, e = cfg.run, cfg.data, cfg.partition, cfg.model, cfg.train, cfg.eval
     _require(bool(r.name) and "/" not in r.name, "run.name", "must be a non-empty name without '/'")
@@ -46,7 +46,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(p.alpha > 0, "partition.alpha", f"must be > 0, got {p.alpha}")
     _require(p.labels_per_client >= 1, "partition.labels_per_client", "must be >= 1")
     _require(p.min_samples >= 1, "partition.min_samples", f"must be >= 1, got {p.min_samples}")
-    _one_of(m.name, "model.name", MODEL_NAMES)
+    _one_of(m.name, "model.name", CLASSIFIERS)  # MedMNIST is classification; the UNets await the task seam
     _one_of(m.norm, "model.norm", NORMS)
     _require(not (m.norm != "batch" and m.name == "densenet121"), "model.norm",
              "torchvision's densenet121 has no norm_layer option; use norm = 'batch'")
@@ -92,10 +92,10 @@ def _validate_augment(a: AugmentSection, name: str) -> None:
 
 
 def _validate_distill(cfg: ExperimentConfig) -> None:
-    from fedrobust.models.registry import MODEL_NAMES
+    from fedrobust.models.registry import CLASSIFIERS
 
     d, e = cfg.distill, cfg.export
-    _one_of(d.student, "distill.student", MODEL_NAMES)
+    _one_of(d.student, "distill.student", CLASSIFIERS)
     _one_of(d.data, "distill.data", ("val", "train"))
     _require(d.epochs >= 1, "distill.epochs", f"must be >= 1, got {d.epochs}")
     _require(d.batch_size >= 2, "distill.batch_size", f"must be >= 2 (BatchNorm), got {d.batch_size}")

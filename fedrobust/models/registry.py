@@ -1,7 +1,8 @@
 """Name -> builder registry (as in timm): every architecture is built the same way.
 
 Builders take ``(in_channels, num_classes, image_size)`` and return a randomly initialised
-``nn.Module`` producing ``num_classes`` logits. ImageNet weights cannot be fetched from a hub
+``nn.Module``: a classifier gives ``(N, num_classes)`` logits, a segmenter ``(N, num_classes, H, W)``
+per-pixel logits (``num_classes = 1`` for a binary mask; MONAI's UNet). ImageNet weights cannot be fetched from a hub
 here; ``pretrained`` takes a local state_dict file instead. Importing the registry loads neither
 torch nor torchvision (each builder imports what it builds), so a config is checked in a blink.
 """
@@ -41,16 +42,23 @@ def _torchvision():
 
 
 _REGISTRY: dict[str, tuple[Builder, int]] = {}  # name -> (builder, minimum image size)
+_KINDS: dict[str, str] = {}  # name -> "classifier" | "segmenter"
 
 
-def register(name: str, min_size: int = 1) -> Callable[[Builder], Builder]:
+def register(name: str, min_size: int = 1, kind: str = "classifier") -> Callable[[Builder], Builder]:
     """Decorator adding a builder to the registry under ``name``."""
 
     def wrap(fn: Builder) -> Builder:
         _REGISTRY[name] = (fn, min_size)
+        _KINDS[name] = kind
         return fn
 
     return wrap
+
+
+def model_kind(name: str) -> str:
+    """What a registered model's output is: "classifier" (logits per image) or "segmenter" (per pixel)."""
+    return _KINDS[name]
 
 
 def _small_stem(model: nn.Module, attr: str, in_channels: int) -> None:
@@ -129,7 +137,29 @@ def student(in_channels: int, num_classes: int, image_size: int, small_stem: boo
     return StudentCNN(in_channels, num_classes, norm_layer=_norm_layer(norm) or nn.BatchNorm2d)
 
 
+def _unet(channels: tuple[int, ...]) -> Builder:
+    """MONAI's 2D UNet with residual units; ``num_classes`` output channels of per-pixel logits. Images
+    must be a multiple of 2 ** (levels - 1) px."""
+
+    def build(in_channels: int, num_classes: int, image_size: int, small_stem: bool = False,
+              norm: str = "batch") -> nn.Module:
+        if norm != "batch":  # MONAI normalises its 1-channel output block too: no group count fits every layer
+            raise ConfigError("model.norm: the UNets take norm = 'batch'")
+        from monai.networks.nets import UNet
+
+        return UNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes, channels=channels,
+                    strides=(2,) * (len(channels) - 1), num_res_units=2, norm="batch")
+
+    return build
+
+
+register("unet", min_size=16, kind="segmenter")(_unet((16, 32, 64, 128, 256)))  # 1.6 M parameters: the teacher
+register("unet_student", min_size=16, kind="segmenter")(_unet((8, 16, 32, 64, 128)))  # 0.41 M: the edge student
+
+
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+CLASSIFIERS: tuple[str, ...] = tuple(n for n in MODEL_NAMES if _KINDS[n] == "classifier")
+SEGMENTERS: tuple[str, ...] = tuple(n for n in MODEL_NAMES if _KINDS[n] == "segmenter")
 
 
 def _load_pretrained(model: nn.Module, path: str) -> None:
