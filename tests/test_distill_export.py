@@ -142,3 +142,17 @@ def test_adversarial_distillation_runs_and_keeps_teacher_unchanged(trained_run):
     _, summary = distill(cfg, teacher, log=lambda _: None)
     assert weights_sha256(teacher) == before
     assert summary["settings"]["adversarial"] == "pgd" and summary["selected_epoch"] == 1
+
+
+def test_one_logit_heads_are_distilled_and_compared_not_silently_equal():
+    """softmax over one logit is 1 everywhere and its argmax always 0: the KL term and every agreement
+    would vanish on a single-logit head (the binary classifier's, or a mask head's per pixel)."""
+    from fedrobust.predict import predicted
+
+    s, t = torch.tensor([[2.0], [-1.0], [0.5]]), torch.tensor([[-3.0], [1.0], [0.5]])
+    assert float(soft_kl(t, t, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    p, q = torch.sigmoid(t / 2), torch.sigmoid(s / 2)
+    exact = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean() * 4
+    assert float(soft_kl(s, t, 2.0)) == pytest.approx(float(exact), rel=1e-5) and float(exact) > 0.1
+    assert predicted(s).tolist() == [1, 0, 1] and predicted(s.numpy()).tolist() == [1, 0, 1]
+    assert predicted(torch.tensor([[0.1, 0.9], [2.0, -1.0]])).tolist() == [1, 0]

@@ -16,6 +16,11 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     the same thing at every temperature.
     """
     t = temperature
+    if student_logits.shape[1] == 1:  # one logit: a Bernoulli per row (softmax over one logit is always 1)
+        p_teacher = torch.sigmoid(teacher_logits / t)
+        cross = F.binary_cross_entropy_with_logits(student_logits / t, p_teacher, reduction="mean")
+        entropy = F.binary_cross_entropy_with_logits(teacher_logits / t, p_teacher, reduction="mean")
+        return (cross - entropy) * (t * t)
     log_p_student = F.log_softmax(student_logits / t, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits / t, dim=1)
     return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean") * (t * t)

@@ -26,6 +26,7 @@ from fedrobust.distill.loss import distillation_loss
 from fedrobust.errors import FedrobustError
 from fedrobust.models import count_parameters
 from fedrobust.models.from_config import model_for
+from fedrobust.predict import predicted, torch_logits
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir, staged_dir
 from fedrobust.seeding import seed_everything
@@ -71,7 +72,7 @@ def distill_epoch(student: nn.Module, teacher: nn.Module, data: ImageSplit, opti
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(yb)
-        agree += int((s_logits.argmax(1) == t_logits.argmax(1)).sum())
+        agree += int((predicted(s_logits) == predicted(t_logits)).sum())
         seen += len(yb)
         if progress is not None:
             progress.update(len(yb))
@@ -112,9 +113,8 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
     student.eval()
     bs, eps = cfg.eval.batch_size, cfg.eval.fgsm_eps
     t_test, s_test = evaluate(teacher, test, bs), evaluate(student, test, bs)
-    with torch.no_grad():
-        t_pred = torch.cat([teacher(x).argmax(1) for x, _ in iterate_batches(test.images, test.labels, bs)])
-        s_pred = torch.cat([student(x).argmax(1) for x, _ in iterate_batches(test.images, test.labels, bs)])
+    t_pred = predicted(torch_logits(teacher, test.images, bs))
+    s_pred = predicted(torch_logits(student, test.images, bs))
     summary = {
         "kind": "distillation",
         "dataset": cfg.data.dataset,

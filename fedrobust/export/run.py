@@ -24,6 +24,7 @@ from fedrobust.errors import FedrobustError
 from fedrobust.export.onnx_export import check_parity, export_onnx
 from fedrobust.export.quantize import quantize_int8
 from fedrobust.models.from_config import input_shape
+from fedrobust.predict import predicted
 from fedrobust.rundir import atomic_write_json, staged_dir
 from fedrobust.train.evaluate import score_logits
 
@@ -91,7 +92,7 @@ def export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = pri
                                  per_channel=cfg.export.per_channel)
             logits = EdgeModel(int8, threads=1).predict_logits(test.images.numpy())
             entry = _describe(int8, logits, test, started)
-            agree = logits.argmax(1) == fp32_logits.argmax(1)
+            agree = predicted(logits) == predicted(fp32_logits)
             fp32_acc = summary["student"]["test"]["acc"]
             entry.update({
                 "calibration_images": len(calibration),

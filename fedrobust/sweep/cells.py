@@ -21,6 +21,7 @@ from torch import nn
 
 from fedrobust.attacks import fgsm, invfgsm, pgd, sign_noise, square_attack
 from fedrobust.config import SweepSection
+from fedrobust.predict import predicted
 from fedrobust.sweep.targets import Target
 
 WHITE_BOX = ("fgsm", "pgd", "fgsm-margin", "pgd-margin")
@@ -80,7 +81,7 @@ def _pgd_worst_case(source: nn.Module, target: Target, x: torch.Tensor, y: torch
     for _ in range(w.pgd_restarts):
         x_adv = _batched(lambda xb, yb: pgd(source, xb, yb, eps, steps=w.pgd_steps, loss=loss,
                                             generator=generator), x, y)
-        wrong = torch.from_numpy(target.logits(x_adv).argmax(1)) != y
+        wrong = torch.from_numpy(predicted(target.logits(x_adv))) != y
         if best is None:
             best = x_adv
         take = wrong & ~fooled

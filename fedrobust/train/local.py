@@ -13,6 +13,7 @@ from fedrobust.attacks import classification_loss
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import TrainSection
 from fedrobust.errors import FedrobustError
+from fedrobust.predict import predicted
 from fedrobust.train.batches import iterate_batches
 
 
@@ -127,7 +128,7 @@ def train_epoch(
         trained += n_trained
         adv_total += n_adv
         clean_seen += len(yb)
-        correct += int((clean_logits.argmax(1) == yb).sum())
+        correct += int((predicted(clean_logits) == yb).sum())
         if progress is not None:
             progress.update(len(yb))
     return EpochStats(
