@@ -37,7 +37,9 @@ def command() -> str:
 
 
 def write_report(out: str | Path, lines: list[str]) -> str:
-    """Write a results page (markdown lines) to ``out`` and return its text."""
+    """Write the generated tables (markdown lines) to ``out`` and return the text. The default ``out`` of
+    every benchmark is under ``runs/results/``: the pages in ``docs/results/`` are edited for readers
+    from these figures, so a rerun never overwrites them."""
     text = "\n".join(lines) + "\n"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(text)

@@ -4,7 +4,7 @@ Same model, data and batch size; augmentation = the clean batch plus one FGSM co
 naive: craft FGSM with its own forward/backward, then train on clean + adversarial (3 passes).
 fused: the clean backward pass also yields the input gradient (2 passes). Target: fused <= 2.1x.
 Modes are interleaved over repetitions and the median ratio is reported, so machine noise hits
-all modes alike. Writes docs/results/augment_overhead.md.
+all modes alike. Writes runs/results/augment_overhead.md.
 
     python benchmarks/augment_overhead.py [--model resnet18] [--samples 2000] [--reps 3]
 """
@@ -42,7 +42,7 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=2000, help="training images per epoch")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "docs/results/augment_overhead.md"))
+    p.add_argument("--out", default=str(ROOT / "runs/results/augment_overhead.md"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 

@@ -2,9 +2,9 @@
 
 Trains each model from its config (checkpoint chosen on val AUC, never on test), then reports
 test ACC/AUC and FGSM accuracy at eps 0.001..0.005, with the targets and a monotonicity check.
-Writes docs/results/centralized.md (command and machine included).
+Writes runs/results/centralized.md (command and machine included).
 
-    python benchmarks/centralized_accuracy.py [--out docs/results/centralized.md]
+    python benchmarks/centralized_accuracy.py [--out runs/results/centralized.md]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ JOBS = [  # config, target ACC, target AUC (None = no target)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "docs/results/centralized.md"))
+    parser.add_argument("--out", default=str(ROOT / "runs/results/centralized.md"))
     parser.add_argument("--runs-dir", default=str(ROOT / "runs/bench"))
     args = parser.parse_args()
 

@@ -84,7 +84,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--model", default="resnet18")
-    p.add_argument("--out", default=str(ROOT / "docs/results/deploy_vs_simulation.md"))
+    p.add_argument("--out", default=str(ROOT / "runs/results/deploy_vs_simulation.md"))
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench-deploy"))
     args = p.parse_args()
     overrides = [f"model.name={args.model}", "partition.num_clients=2", f"federation.rounds={args.rounds}",

@@ -61,7 +61,7 @@ def main() -> int:
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--from-runs", action="store_true", help="only tabulate (distill/ and export/ exist)")
-    parser.add_argument("--out", default=str(ROOT / "docs/results/distillation.md"))
+    parser.add_argument("--out", default=str(ROOT / "runs/results/distillation.md"))
     args = parser.parse_args()
     try:
         for run in args.runs:

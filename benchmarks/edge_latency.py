@@ -10,7 +10,7 @@ Engines are interleaved: the batch-1 queries are cut into rounds, and every roun
 on the same images (order rotated per round, untimed warm-up first); batches rotate the same way.
 So machine noise hits every engine alike and the ratios come from one process run.
 Goals: int8 student p50 >= 50x faster than the torch teacher; int8 student file <= 500 KB.
-Writes docs/results/edge_latency.md (command and machine included). Needs the data, e.g.
+Writes runs/results/edge_latency.md (command and machine included). Needs the data, e.g.
 FEDROBUST_DATA_ROOT=/work/shared/data/medmnist, and each run exported (`fedrobust distill RUN_DIR --export`).
 
     python benchmarks/edge_latency.py RUN_DIR [RUN_DIR ...] [--queries 500] [--warmup 50] [--threads 1]
@@ -311,7 +311,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1, help="torch and onnxruntime intra-op threads (1 = one edge core)")
     p.add_argument("--batch", type=int, default=256, help="images per throughput batch")
     p.add_argument("--batches", type=int, default=10, help="timed throughput batches per engine (median reported)")
-    p.add_argument("--out", default=str(ROOT / "docs/results/edge_latency.md"))
+    p.add_argument("--out", default=str(ROOT / "runs/results/edge_latency.md"))
     args = p.parse_args()
     for name in ("queries", "rounds", "threads", "batch", "batches"):
         if getattr(args, name) < 1:

@@ -3,7 +3,7 @@
 For each dataset, trains the federation (configs/fed_<dataset>_resnet18.toml: 10 clients,
 Dirichlet 0.5) once per local augmentation mode and reports clean test ACC/AUC and FGSM test
 accuracy at eps 0.001..0.005 (white-box, crafted against the final global model) in one table.
-Writes docs/results/federated_accuracy.md. Finished runs can be re-read with --from-runs.
+Writes runs/results/federated_accuracy.md. Finished runs can be re-read with --from-runs.
 
     python benchmarks/federated_accuracy.py [--datasets breast pneumonia] [--modes none fgsm invfgsm both]
 """
@@ -47,7 +47,7 @@ def main() -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench-federated"))
     p.add_argument("--from-runs", nargs="*", help="only tabulate these finished run directories")
-    p.add_argument("--out", default=str(ROOT / "docs/results/federated_accuracy.md"))
+    p.add_argument("--out", default=str(ROOT / "runs/results/federated_accuracy.md"))
     args = p.parse_args()
 
     summaries: list[dict] = []

@@ -195,7 +195,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=5,
                    help="clients of the overhead runs (the same data split among them); with --parallel a count "
                         "that is not a multiple of the cores leaves Ray slots idle at the end of each round")
-    p.add_argument("--out", default=str(ROOT / "docs/results/federation_overhead.md"))
+    p.add_argument("--out", default=str(ROOT / "runs/results/federation_overhead.md"))
     args = p.parse_args()
     if set(args.parts) - {"overhead", "scale"}:
         p.error("parts must be 'overhead' and/or 'scale'")

@@ -62,7 +62,7 @@ def main() -> int:
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--from-runs", action="store_true", help="only tabulate (sweep.csv exists in each run)")
-    parser.add_argument("--out", default=str(ROOT / "docs/results/robustness_study.md"))
+    parser.add_argument("--out", default=str(ROOT / "runs/results/robustness_study.md"))
     args = parser.parse_args()
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     rows = []  # (dataset, model, defense label, target, run, table)

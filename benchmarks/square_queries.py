@@ -95,7 +95,7 @@ def main() -> int:
     p.add_argument("--targets", nargs="+", default=["onnx_int8"], help="onnx_fp32 and/or onnx_int8")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override the run's config, e.g. --set sweep.max_images=200 (a seeded sample of test)")
-    p.add_argument("--out", default=str(ROOT / "docs/results/square_queries.md"))
+    p.add_argument("--out", default=str(ROOT / "runs/results/square_queries.md"))
     args = p.parse_args()
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     rows: list[dict] = []
