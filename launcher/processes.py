@@ -4,6 +4,7 @@ clean stop of everything a fedrobust command started (also on Ctrl-C, SIGTERM or
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -83,7 +84,7 @@ class Watchdog:
         for folder in remove or []:
             argv += ["--remove", str(folder)]
         env = {k: v for k, v in os.environ.items() if k != MARKER}
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
 
@@ -93,7 +94,6 @@ class Watchdog:
             self.proc.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
-
 
 
 class SimulationSuperLink:
@@ -253,8 +253,9 @@ def last_error(log_file: Path) -> str:
         line = lines[i]
         if line.startswith("fedrobust.errors."):  # ours: already one line for the user
             return line.split(": ", 1)[-1]
-        if line == "Error" and i + 1 < len(lines):  # the title of Flower's error box: its reason follows
-            return " ".join(x for x in lines[i + 1:i + 4] if x)[-300:]
+        if line == "Error" and i + 1 < len(lines):  # the title of Flower's error box: its reason, to the box's end
+            reason = itertools.takewhile(bool, lines[i + 1:])  # the bottom border strips to ""
+            return " ".join(reason)[-300:]
         if line.startswith(("FedrobustError", "Error")) or "Error:" in line:
             return line[-300:]
     return "no error message in the log"

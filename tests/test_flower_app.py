@@ -260,22 +260,21 @@ def test_concurrent_runs_a_killed_launcher_and_one_writer(data_root, tmp_path, f
     other = _launch(data_root, tmp_path / "other", "run.name=other")
     assert victim.stdout is not None
     port = marker = workdir = run = None
-    for line in victim.stdout:
+    for line in victim.stdout:  # the launcher's own line, printed once it holds the run directory
         if line.startswith("SuperLink pid"):
             pid, port = int(line.split()[2]), line.split()[4].rstrip(";")
             link = psutil.Process(pid)
             marker, workdir = link.environ()["FEDROBUST_LAUNCH_ID"], Path(link.cwd())
-        if line.startswith("run directory"):
-            run = Path(line.split(maxsplit=2)[2].strip())
+            (run,) = (tmp_path / "victim").iterdir()
             break
     assert port and marker and run is not None, "the victim never started its run"
+    busy = subprocess.run([sys.executable, "-m", "launcher", "export", str(run)], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)  # a second writer while the first lives
+    assert busy.returncode == 2 and f"in use by PID {victim.pid} (fedrobust simulate)" in busy.stderr, busy.stderr
     deadline = time.monotonic() + 300
     while not (run / "checkpoints" / "round_0001.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.05)  # the file system, not the streamed log (which lags): kill early in round 2
     assert victim.poll() is None and not (run / "summary.json").exists()
-    busy = subprocess.run([sys.executable, "-m", "launcher", "export", str(run)], capture_output=True, text=True,
-                          timeout=60, cwd=REPO)  # a second writer while the first lives
-    assert busy.returncode == 2 and f"in use by PID {victim.pid} (fedrobust simulate)" in busy.stderr, busy.stderr
     victim.kill()  # SIGKILL: no handler of ours runs
     victim.wait(timeout=10)
     deadline = time.monotonic() + 30

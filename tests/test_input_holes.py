@@ -90,7 +90,8 @@ def test_supernode_refuses_a_data_root_without_the_dataset(tmp_path, capsys):
 def test_the_failure_reason_is_flowers_not_its_box_title(tmp_path):
     log = tmp_path / "flower.log"
     log.write_text("INFO : Starting\n╭──────────── Error ────────────╮\n│ Run 123 failed: the ServerApp raised │\n"
-                   "│ FileNotFoundError                    │\n╰──────────────────────────────╯\n")
+                   "│ FileNotFoundError                    │\n╰──────────────────────────────╯\n"
+                   "INFO : SuperLink stopped\n")
     assert last_error(log) == "Run 123 failed: the ServerApp raised FileNotFoundError"
 
 
@@ -105,7 +106,6 @@ def test_simulate_checks_every_value_before_starting_any_process(tmp_path, flowe
 
 def test_one_writer_per_run_directory_and_a_dead_holder_keeps_nothing(tmp_path, capsys):
     run = RunDir(tmp_path)
-    load_config(None)  # a valid default config for the folder
     run.write_config(load_config(None))
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fedrobust.rundir import RunDir; "
                                f"RunDir({str(tmp_path)!r}).hold('fedrobust simulate'); print('held', flush=True); "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedrobust.data.partition import partition_indices
+from fedrobust.data.partition import check_client_counts, partition_indices
 from fedrobust.errors import ConfigError
 
 MASK_SCHEMES = ("iid", "quantity", "dirichlet")
@@ -84,15 +84,9 @@ def partition_masks(
     n = int(x.shape[0])
     if scheme not in MASK_SCHEMES:
         raise ConfigError(f"partition.scheme: got {scheme!r}; for segmentation choose one of {', '.join(MASK_SCHEMES)}")
-    if num_clients < 1:
-        raise ConfigError(f"partition.num_clients: must be >= 1, got {num_clients}")
     if min_samples < 0:
         raise ConfigError(f"partition.min_samples: must be >= 0, got {min_samples}")
-    if num_clients * min_samples > n:
-        raise ConfigError(
-            f"partition: {num_clients} clients x {min_samples} min samples exceeds the {n} training images; use "
-            f"at most {n // max(min_samples, 1)} clients or lower partition.min_samples"
-        )
+    check_client_counts(n, num_clients, min_samples, "training images")
     if bins < 1:
         raise ConfigError(f"partition.bins: must be >= 1, got {bins}")
     if scheme != "iid" and alpha <= 0:

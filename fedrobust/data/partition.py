@@ -72,6 +72,17 @@ def _shards(labels: np.ndarray, num_clients: int, labels_per_client: int,
     return [np.concatenate(b) if b else np.empty(0, dtype=np.int64) for b in buckets]
 
 
+def check_client_counts(n: int, num_clients: int, min_samples: int, what: str = "training samples") -> None:
+    """Refuse, in one line, a federation that ``n`` samples cannot fill: every scheme's first check."""
+    if num_clients < 1:
+        raise ConfigError(f"partition.num_clients: must be >= 1, got {num_clients}")
+    if num_clients * min_samples > n:
+        raise ConfigError(
+            f"partition: {num_clients} clients x {min_samples} min samples exceeds the {n} "
+            f"{what}; use at most {n // max(min_samples, 1)} clients or lower partition.min_samples"
+        )
+
+
 def partition_indices(
     labels: np.ndarray,
     num_clients: int,
@@ -84,14 +95,7 @@ def partition_indices(
 ) -> list[np.ndarray]:
     """Return one sorted index array per client; together they cover every sample exactly once."""
     labels = np.asarray(labels).reshape(-1)
-    n = len(labels)
-    if num_clients < 1:
-        raise ConfigError(f"partition.num_clients: must be >= 1, got {num_clients}")
-    if num_clients * min_samples > n:
-        raise ConfigError(
-            f"partition: {num_clients} clients x {min_samples} min samples exceeds the {n} "
-            f"training samples; use at most {n // max(min_samples, 1)} clients or lower partition.min_samples"
-        )
+    check_client_counts(len(labels), num_clients, min_samples)
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         parts = _iid(labels, num_clients, rng)
