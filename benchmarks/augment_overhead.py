@@ -25,9 +25,11 @@ from fedrobust.augment import AdversarialPolicy
 from fedrobust.config import AugmentSection, TrainSection
 from fedrobust.data.loading import load_split
 from fedrobust.models import build_model
+from fedrobust.tasks.registry import task_of
 from fedrobust.train import make_optimizer, train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
+TASK = task_of("classification")
 MODES = {
     "clean": AugmentSection(mode="none"),
     "naive": AugmentSection(mode="fgsm", eps=0.003, combine="append", fused=False),
@@ -52,13 +54,13 @@ def main() -> int:
     torch.manual_seed(0)
     model = build_model(args.model, data.images.shape[1], data.info.num_classes, data.images.shape[-1])
     opt = make_optimizer(model, cfg)
-    train_epoch(model, data.images[:256], data.labels[:256], opt, cfg)  # warm-up (allocator, kernels)
+    train_epoch(model, data.images[:256], data.labels[:256], opt, cfg, task=TASK)  # warm-up (allocator, kernels)
 
     times: dict[str, list[float]] = {m: [] for m in MODES}
     for rep in range(args.reps):
         for name, aug in MODES.items():
             policy = AdversarialPolicy(aug, torch.Generator().manual_seed(rep))
-            stats = train_epoch(model, data.images, data.labels, opt, cfg, policy, epoch=0,
+            stats = train_epoch(model, data.images, data.labels, opt, cfg, policy, epoch=0, task=TASK,
                                 generator=torch.Generator().manual_seed(rep))
             times[name].append(stats.seconds)
             print(f"rep {rep + 1}/{args.reps} {name:5s} {stats.seconds:6.2f}s adv_share {stats.adv_share:.2f}",

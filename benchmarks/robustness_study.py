@@ -24,10 +24,12 @@ from fedrobust.checkpoint import run_config
 from fedrobust.distill import DISTILL_DIR, distill_run
 from fedrobust.errors import FedrobustError
 from fedrobust.export import EXPORT_DIR, export
-from fedrobust.report.single import chance_rate, defense_of
+from fedrobust.report.single import defense_of
 from fedrobust.sweep import SWEEP_CSV, sweep
-from fedrobust.sweep.checks import accuracy_table, read_sweep, run_checks
+from fedrobust.sweep.checks import run_checks, score_table
+from fedrobust.sweep.results import read_sweep
 from fedrobust.sweep.run import sweep_images
+from fedrobust.tasks.registry import task_of
 
 ROOT = Path(__file__).resolve().parents[1]
 EPS = [0.001, 0.002, 0.003, 0.004, 0.005]
@@ -71,7 +73,7 @@ def main() -> int:
             if not args.from_runs:
                 prepare(run, args.overrides, log)
             cfg = run_config(run)
-            table = accuracy_table(read_sweep(run / SWEEP_CSV))
+            table = score_table(read_sweep(run / SWEEP_CSV), "accuracy")
             for target in TARGETS:
                 if (target, "clean") in table:
                     rows.append((cfg.data.dataset, cfg.model.name, defense(cfg, target), target, run, table, cfg))
@@ -107,7 +109,7 @@ def main() -> int:
         base = next((r for r in rows if r[0] == ds and r[1] == model and r[3] == target and r[6].augment.mode == "none"
                      and r[2].startswith("none")), None)
         e = EPS[-1]
-        chance = chance_rate(sweep_images(run_config(run, SWEEP)).labels.numpy())
+        chance = task_of("classification").chance(sweep_images(run_config(run, SWEEP)))
         clean = t[(target, "clean")][0.0]
         if clean - chance < 0.05:
             findings.append(f"- {ds} {model}, {dfn}, {TARGETS[target]}: clean accuracy {clean:.3f} is within 5 points "
@@ -146,8 +148,9 @@ def main() -> int:
               "## Sanity checks (per run; ✗ = violated)", ""]
     for run in dict.fromkeys(r[4] for r in rows):
         cfg = run_config(run)
-        chance = chance_rate(sweep_images(run_config(run, SWEEP)).labels.numpy())
-        bad = [c for c in run_checks(read_sweep(run / SWEEP_CSV), chance, cfg.sweep.tolerance) if not c.ok]
+        chance = task_of("classification").chance(sweep_images(run_config(run, SWEEP)))
+        bad = [c for c in run_checks(read_sweep(run / SWEEP_CSV), chance, cfg.sweep.tolerance, "accuracy", "accuracy")
+               if not c.ok]
         status = "all hold" if not bad else "; ".join(f"✗ {c.name} ({c.target}: {c.detail})" for c in bad)
         lines.append(f"- `{run}` ({defense_of(cfg, 'global')}): {status}")
     print(write_report(args.out, lines))

@@ -24,11 +24,12 @@ from _machine import command, describe, write_report
 from fedrobust.attacks.square import margins
 from fedrobust.checkpoint import run_config
 from fedrobust.errors import FedrobustError
-from fedrobust.report.single import chance_rate
 from fedrobust.sweep.cells import Cell, craft, crafted_on
 from fedrobust.sweep.run import sweep_images
 from fedrobust.sweep.targets import Target, load_targets
-from fedrobust.train.evaluate import score_logits
+from fedrobust.tasks.registry import task_of
+
+TASK = task_of("classification")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,27 +59,27 @@ def study(run: Path, queries: list[int], eps_grid: list[float], targets: list[st
     if not found:
         raise FedrobustError(f"{run}: no exported student ({', '.join(targets)}); run `fedrobust export {run}` first")
     data = sweep_images(cfg)
-    chance = chance_rate(data.labels.numpy())
+    chance = TASK.chance(data)
     rows = []
     pgd_images: dict[tuple[str, str, str], torch.Tensor] = {}  # fp32 and int8 share them, as in the sweep
     for target in found:
-        clean = score_logits(target.logits(data.images), data)["acc"]
+        clean = TASK.score(target.logits(data.images), data)["acc"]
         for eps in eps_grid:
             cell = Cell(target.name, "pgd", eps)
             key = crafted_on(cell, cfg.sweep)
             if key not in pgd_images:
                 pgd_images[key] = craft(cell, target, target.source, data.images, data.labels, cfg.sweep,
-                                        cfg.run.seed)[0]
+                                        cfg.run.seed, TASK)[0]
             row = {"run": run.name, "target": target.name, "eps": eps, "n": len(data), "chance": chance,
                    "clean": clean, "tolerance": cfg.sweep.tolerance,
-                   "pgd": score_logits(target.logits(pgd_images[key]), data)["acc"],
+                   "pgd": TASK.score(target.logits(pgd_images[key]), data)["acc"],
                    "flat": flat_share(target, data.images, data.labels, eps, cfg.run.seed)}
             for q in queries:
                 started = time.perf_counter()
                 w = replace(cfg.sweep, square_queries=q)
                 x, extra = craft(Cell(target.name, "square", eps), target, target.source, data.images, data.labels,
-                                 w, cfg.run.seed)
-                row[f"square{q}"] = score_logits(target.logits(x), data)["acc"]
+                                 w, cfg.run.seed, TASK)
+                row[f"square{q}"] = TASK.score(target.logits(x), data)["acc"]
                 row[f"queries{q}"] = extra["mean_queries"]
                 row[f"seconds{q}"] = time.perf_counter() - started
             log(f"{run.name} {target.name} eps {eps:g}: clean {clean:.3f} pgd {row['pgd']:.3f} "

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedrobust.config import SWEEP_ATTACKS, SWEEP_TARGETS
-from fedrobust.data.partition import SCHEMES
 from fedrobust.errors import ConfigError, FedrobustError, Terminated
+from fedrobust.tasks.specs import SPECS
 
 EPILOG = """examples:
   fedrobust simulate --config configs/quickstart.toml --set federation.rounds=3
@@ -30,7 +30,9 @@ data root: --data-root DIR, else $FEDROBUST_DATA_ROOT, else ~/.medmnist (medmnis
 def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help=f"override one config value, e.g. --set {example} (repeatable)")
-    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files (else "
+                                                       "$FEDROBUST_DATA_ROOT), or the segmentation root (else "
+                                                       "$FEDROBUST_SEG_ROOT)")
 
 
 def add_config_args(p: argparse.ArgumentParser, resume: bool = False) -> None:
@@ -140,19 +142,24 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_partition(args: argparse.Namespace) -> int:
-    from fedrobust.data.loading import load_split
-    from fedrobust.data.partition import label_table, partition_indices
+    from fedrobust.config import DataSection, PartitionSection
+    from fedrobust.tasks.registry import task_of
 
-    train = load_split(args.dataset, "train", args.data_root, verify_md5=not args.no_verify,
-                       download=not args.no_download)
-    labels = train.labels.numpy()
-    parts = partition_indices(labels, args.clients, args.scheme, seed=args.seed, alpha=args.alpha,
-                              labels_per_client=args.labels_per_client, min_samples=args.min_samples)
-    table = label_table(labels, parts, train.info.num_classes)
-    names = [n.split(",")[0][:10] for n in train.info.class_names]
+    spec = SPECS[args.task]
+    dataset = args.dataset or spec.defaults.get("data.dataset", "breastmnist")
+    if args.scheme not in spec.schemes:
+        raise ConfigError(f"--scheme {args.scheme}: {args.task} partitions by {', '.join(spec.schemes)}")
+    data = DataSection(dataset=dataset, root=args.data_root or "", task=args.task, verify_md5=not args.no_verify,
+                       download=not args.no_download, image_size=spec.defaults.get("data.image_size", 28))
+    task = task_of(args.task)
+    train = task.load(data, "train")
+    parts = task.partition(train, PartitionSection(scheme=args.scheme, num_clients=args.clients, alpha=args.alpha,
+                                                   labels_per_client=args.labels_per_client,
+                                                   min_samples=args.min_samples), args.seed)
+    names, table = task.partition_table(train, parts)
     width = max(7, *(len(n) for n in names))
-    print(f"{args.dataset} train split, {len(labels)} samples, scheme={args.scheme}"
-          + (f" alpha={args.alpha}" if args.scheme == "dirichlet" else "")
+    print(f"{dataset} train split, {len(train)} samples, scheme={args.scheme}"
+          + (f" alpha={args.alpha}" if args.scheme in ("dirichlet", "quantity") else "")
           + (f" labels_per_client={args.labels_per_client}" if args.scheme == "shards" else "")
           + f", seed={args.seed}")
     print("client " + " ".join(f"{n:>{width}}" for n in names) + f" {'total':>{width}}")
@@ -229,16 +236,22 @@ def build_parser(more: Callable[[argparse._SubParsersAction], None] | None = Non
                                                         "comparison")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("partition", help="print the per-client label table of a partition",
-                       description="Show how the training split is divided among federated clients.")
-    p.add_argument("--dataset", default="breastmnist", help="MedMNIST flag (default: breastmnist)")
+    p = sub.add_parser("partition", help="print the per-client label (or polyp-size) table of a partition",
+                       description="Show how the training split is divided among federated clients: images per "
+                                   "class, or for segmentation per polyp-size quartile.")
+    p.add_argument("--task", choices=tuple(SPECS), default="classification", help="default: classification")
+    p.add_argument("--dataset", help="MedMNIST flag (default: breastmnist), or the segmentation data set's folder "
+                                     "under the root (default: kvasir-seg)")
     p.add_argument("--clients", type=int, default=10, help="number of clients (default: 10)")
-    p.add_argument("--scheme", choices=SCHEMES, default="iid")
+    p.add_argument("--scheme", choices=sorted({s for spec in SPECS.values() for s in spec.schemes}), default="iid",
+                   help="classification: iid, dirichlet, shards; segmentation: iid, quantity, dirichlet")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default: 0.5)")
     p.add_argument("--labels-per-client", type=int, default=1, help="labels per client for shards")
     p.add_argument("--min-samples", type=int, default=1, help="minimum samples per client (default: 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files")
+    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files (else "
+                                                       "$FEDROBUST_DATA_ROOT), or the segmentation root (else "
+                                                       "$FEDROBUST_SEG_ROOT)")
     p.add_argument("--no-verify", action="store_true", help="skip the MD5 check (own files)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing file")
     p.set_defaults(func=cmd_partition)

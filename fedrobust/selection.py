@@ -9,16 +9,17 @@ import math
 import torch
 from torch import nn
 
-VAL_KEYS = {"val_auc": "auc", "val_acc": "acc", "val_fgsm": "fgsm_acc"}
 
-
-def selection_score(select: str, metrics: dict[str, float], step: int, prefix: str = "") -> float:
-    """How good ``step`` is under ``select``: "last" prefers the newest step; "val_auc" / "val_acc" /
-    "val_fgsm" read ``metrics[prefix + auc | acc | fgsm_acc]``. A missing or NaN value (e.g. the AUC of
-    a one-class split) never wins."""
+def selection_score(select: str, metrics: dict[str, float], step: int, prefix: str = "",
+                    headline: str = "acc") -> float:
+    """How good ``step`` is under ``select``: "last" prefers the newest step; "val_<metric>" (e.g. val_auc,
+    val_iou) reads ``metrics[prefix + metric]``, "val_fgsm" the headline metric under FGSM,
+    ``metrics[prefix + "fgsm_" + headline]``. A missing or NaN value (e.g. the AUC of a one-class split)
+    never wins."""
     if select == "last":
         return float(step)
-    value = metrics.get(prefix + VAL_KEYS[select], math.nan)
+    key = f"fgsm_{headline}" if select == "val_fgsm" else select.removeprefix("val_")
+    value = metrics.get(prefix + key, math.nan)
     return -math.inf if math.isnan(value) else float(value)
 
 

@@ -21,10 +21,10 @@ from typing import Any
 import tomli_w
 
 from fedrobust.config import ExperimentConfig, to_flat
-from fedrobust.data.loading import load_from_config
 from fedrobust.errors import FedrobustError
 from fedrobust.federated import check_federation
 from fedrobust.rundir import RunDir
+from fedrobust.tasks.registry import task_for
 from launcher.app_bundle import stage_app
 from launcher.processes import PREFIX, PROJECT, SimulationSuperLink, last_error, stop_processes, write_connection
 
@@ -53,8 +53,9 @@ def _federation_config(cfg: ExperimentConfig) -> str:
 
 def prepare_run(cfg: ExperimentConfig, resume: bool) -> RunDir:
     """Check the federation can work, then create (or reopen) the run directory."""
-    check_federation(cfg, load_from_config(cfg.data, "train").labels.numpy())
-    load_from_config(cfg.data, "test")  # the server evaluates on it: fail now, not inside Flower
+    task = task_for(cfg)
+    check_federation(cfg, task.load(cfg.data, "train"))
+    task.load(cfg.data, "test")  # the server evaluates on it: fail now, not inside Flower
     if resume:
         return RunDir.open(Path(cfg.run.dir), cfg)
     run = RunDir.create(cfg)

@@ -239,7 +239,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         record["server"] = run.evaluate(state)
         record["train_seconds"] = train_seconds  # sampling, local training, transfer, aggregation
         record["seconds"] = time.perf_counter() - started
-        say(describe_round(rnd, fed_cfg.rounds, record))
+        say(describe_round(rnd, fed_cfg.rounds, record, run.task))
         run.end_round(rnd, state, strategy_state(strategy), record)
     summary = run.finish(state)
     fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in summary["test_fgsm"].items())

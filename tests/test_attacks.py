@@ -7,6 +7,7 @@ from fedrobust.attacks.gradient import margin_loss
 from fedrobust.config import TrainSection
 from fedrobust.data.loading import load_split
 from fedrobust.models import build_model
+from fedrobust.tasks.registry import task_of
 from fedrobust.train import make_optimizer, train_epoch
 
 EPS = 0.01
@@ -22,7 +23,7 @@ def trained(data_root):
     cfg = TrainSection(epochs=6, lr=3e-3)
     opt = make_optimizer(model, cfg)
     for epoch in range(cfg.epochs):
-        train_epoch(model, train.images, train.labels, opt, cfg, epoch=epoch,
+        train_epoch(model, train.images, train.labels, opt, cfg, epoch=epoch, task=task_of("classification"),
                     generator=torch.Generator().manual_seed(epoch))
     model.eval()
     return model, test.images, test.labels

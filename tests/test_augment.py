@@ -5,6 +5,7 @@ from torch import nn
 from fedrobust.attacks import classification_loss, fgsm
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import AugmentSection, TrainSection
+from fedrobust.tasks.registry import task_of
 from fedrobust.train.local import _fused_step, class_weights, make_optimizer, train_epoch
 
 
@@ -62,7 +63,7 @@ def test_fused_step_equals_naive_append(mode, sampling):
     kw = {"mode": mode, "eps": 0.01, "fraction": 0.5, "eps_sampling": sampling}
     batch = _policy(**kw).augment(naive, x, y)
     (classification_loss(naive(batch.x), batch.y, "sum") / len(batch.y)).backward()
-    _, n_trained, n_adv, _ = _fused_step(fused, x, y, _policy(**kw, fused=True))
+    _, n_trained, n_adv, _ = _fused_step(fused, x, y, _policy(**kw, fused=True), task_of("classification"))
     assert (n_trained, n_adv) == (len(batch.y), batch.n_adv)
     for p, q in zip(naive.parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
@@ -76,7 +77,7 @@ def test_fused_step_with_class_weights_equals_naive_append():
     kw = {"mode": "both", "eps": 0.01, "fraction": 1.0}
     batch = _policy(**kw).augment(naive, x, y)
     (classification_loss(naive(batch.x), batch.y, "sum", class_weight=weight) / len(batch.y)).backward()
-    _fused_step(fused, x, y, _policy(**kw, fused=True), class_weight=weight)
+    _fused_step(fused, x, y, _policy(**kw, fused=True), task_of("classification"), class_weight=weight)
     for p, q in zip(naive.parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
 
@@ -98,9 +99,10 @@ def test_train_epoch_reports_adversarial_share():
     model, (x, y) = _net(), _batch(64)
     cfg = TrainSection(batch_size=16, lr=1e-2)
     opt = make_optimizer(model, cfg)
-    clean = train_epoch(model, x, y, opt, cfg, policy=_policy(mode="none"))
+    clean = train_epoch(model, x, y, opt, cfg, policy=_policy(mode="none"), task=task_of("classification"))
     assert clean.adv_share == 0 and clean.num_examples == 64
-    both = train_epoch(model, x, y, opt, cfg, policy=_policy(mode="both", eps=0.01, fused=True))
+    both = train_epoch(model, x, y, opt, cfg, policy=_policy(mode="both", eps=0.01, fused=True),
+                       task=task_of("classification"))
     assert both.adv_share == pytest.approx(2 / 3) and both.num_examples == 64
 
 
@@ -108,11 +110,11 @@ def test_classic_augmentations():
     x = torch.rand(8, 1, 28, 28)
     aug = ClassicAugment(["flip", "rotation", "crop", "jitter"], 28)
     torch.manual_seed(0)
-    out = aug(x)
+    out = aug.images(x)
     assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert not torch.equal(out, x)
-    assert not ClassicAugment([], 28) and torch.equal(ClassicAugment([], 28)(x), x)
+    assert not ClassicAugment([], 28) and torch.equal(ClassicAugment([], 28).images(x), x)
     flip = ClassicAugment(["flip"], 28)
-    outs = flip(x.repeat(16, 1, 1, 1))  # per-sample randomness: some flipped, some not
+    outs = flip.images(x.repeat(16, 1, 1, 1))  # per-sample randomness: some flipped, some not
     flipped = [torch.equal(o, x[0].flip(-1)) for o in outs[::8]]
     assert any(flipped) and not all(flipped)

@@ -86,7 +86,7 @@ def test_checks_flag_violations():
     rows = [{"target": "global", "attack": a, "eps": e, "accuracy": v, "auc": 0.5}
             for a, e, v in [("clean", 0.0, 0.9), ("fgsm", 0.01, 0.5), ("pgd", 0.01, 0.7),  # PGD weaker: masking?
                             ("square", 0.01, 0.3), ("fgsm", 0.2, 0.6), ("pgd", 0.2, 0.6)]]
-    checks = {c.name: c for c in run_checks(rows, chance=0.5, tol=0.02)}
+    checks = {c.name: c for c in run_checks(rows, chance=0.5, tol=0.02, column="accuracy", label="accuracy")}
     assert not checks["PGD ≤ FGSM"].ok and "0.01" in checks["PGD ≤ FGSM"].detail
     assert not checks["square ≥ best white-box"].ok
     assert not checks["accuracy falls as eps grows"].ok

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -39,6 +39,12 @@ def margin_loss(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") 
 
 
 LOSSES = {"ce": classification_loss, "margin": margin_loss}
+LossFn = Callable[..., torch.Tensor]  # (logits, targets, reduction=...) -> loss
+Loss = str | LossFn  # a name in LOSSES (the classification defaults) or a task's own loss
+
+
+def loss_fn(loss: Loss) -> LossFn:
+    return LOSSES[loss] if isinstance(loss, str) else loss
 
 
 @contextmanager
@@ -52,11 +58,11 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss = "ce") -> torch.Tensor:
     """Gradient of the summed loss w.r.t. ``x`` only; ``param.grad`` stays as it was."""
     x = x.detach().requires_grad_(True)
     with frozen(model), torch.enable_grad():
-        value = LOSSES[loss](model(x), y, reduction="sum")
+        value = loss_fn(loss)(model(x), y, reduction="sum")
         (grad,) = torch.autograd.grad(value, x)
     return grad
 

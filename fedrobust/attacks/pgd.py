@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedrobust.attacks.gradient import Eps, eps_like, input_gradient, project
+from fedrobust.attacks.gradient import Eps, Loss, eps_like, input_gradient, project
 
 
 def pgd(
@@ -16,7 +16,7 @@ def pgd(
     steps: int = 10,
     step_size: float | None = None,
     random_start: bool = True,
-    loss: str = "ce",
+    loss: Loss = "ce",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``steps`` signed-gradient ascent steps of ``step_size`` (default 2.5 * eps / steps)."""

@@ -14,6 +14,7 @@ from torch import nn
 
 from fedrobust.attacks import fgsm, invfgsm, pgd
 from fedrobust.attacks.fgsm import signed_step
+from fedrobust.attacks.gradient import Loss
 from fedrobust.config import AugmentSection
 
 _DIRECTIONS = {"fgsm": (+1.0,), "invfgsm": (-1.0,), "both": (+1.0, -1.0)}
@@ -29,11 +30,13 @@ class AugmentedBatch:
 
 
 class AdversarialPolicy:
-    """Builds the adversarial part of each training batch from an ``[augment]`` section."""
+    """Builds the adversarial part of each training batch from an ``[augment]`` section; ``loss`` is the one the
+    attacks differentiate (the task's training loss)."""
 
-    def __init__(self, cfg: AugmentSection, generator: torch.Generator | None = None) -> None:
+    def __init__(self, cfg: AugmentSection, generator: torch.Generator | None = None, loss: Loss = "ce") -> None:
         self.cfg = cfg
         self.generator = generator or torch.Generator().manual_seed(0)
+        self.loss = loss
 
     def active(self, epoch: int) -> bool:
         """Augment from epoch ``warmup_epochs`` on (0-based), if a mode is set."""
@@ -57,14 +60,15 @@ class AdversarialPolicy:
         mode = self.cfg.mode
         if mode == "pgd":
             step = self.cfg.pgd_step_size or None
-            return [pgd(model, x, y, eps, steps=self.cfg.pgd_steps, step_size=step, generator=self.generator)]
+            return [pgd(model, x, y, eps, steps=self.cfg.pgd_steps, step_size=step, loss=self.loss,
+                        generator=self.generator)]
         if grad is not None:  # fused: the input gradient came with the clean backward pass
             return [signed_step(x, grad, eps, d) for d in _DIRECTIONS[mode]]
         out = []
         if mode in ("fgsm", "both"):
-            out.append(fgsm(model, x, y, eps))
+            out.append(fgsm(model, x, y, eps, self.loss))
         if mode in ("invfgsm", "both"):
-            out.append(invfgsm(model, x, y, eps))
+            out.append(invfgsm(model, x, y, eps, self.loss))
         return out
 
     def augment(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -101,6 +101,7 @@ def from_dict(tree: dict[str, Any]) -> ExperimentConfig:
     unknown = sorted(set(tree) - set(sections))
     if unknown:
         raise ConfigError(f"[{unknown[0]}]: unknown section; valid sections are {', '.join(sections)}")
+    tree = with_task_defaults(tree)
     built = {}
     for name, values in tree.items():
         if not isinstance(values, dict):
@@ -109,6 +110,21 @@ def from_dict(tree: dict[str, Any]) -> ExperimentConfig:
     cfg = ExperimentConfig(**built)
     validate(cfg)
     return cfg
+
+
+def with_task_defaults(tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` with the defaults of its ``data.task`` under every key it leaves out (a copy)."""
+    from fedrobust.tasks.specs import SPECS
+
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    data = out.get("data")
+    task = data.get("task", "classification") if isinstance(data, dict) else None
+    spec = SPECS.get(task) if isinstance(task, str) else None
+    for key, value in (spec.defaults.items() if spec else ()):
+        section, _, leaf = key.partition(".")
+        if isinstance(out.setdefault(section, {}), dict):
+            out[section].setdefault(leaf, value)
+    return out
 
 
 def to_flat(cfg: ExperimentConfig) -> dict[str, bool | int | float | str]:

@@ -26,15 +26,18 @@ class RunSection:
 
 @dataclass
 class DataSection:
-    """Which MedMNIST set and how its images are shaped for the model."""
+    """Which data set, for which task, and how its images are shaped for the model."""
 
-    dataset: str = "breastmnist"
-    root: str = ""  # "" -> $FEDROBUST_DATA_ROOT -> medmnist's ~/.medmnist
+    dataset: str = "breastmnist"  # a MedMNIST flag; for segmentation, the folder under the root (kvasir-seg)
+    # classification: "" -> $FEDROBUST_DATA_ROOT -> medmnist's ~/.medmnist;
+    # segmentation: "" -> $FEDROBUST_SEG_ROOT -> ~/.fedrobust/segmentation
+    root: str = ""
     size: int = 28  # which MedMNIST+ file: 28 ({flag}.npz), 64, 128 or 224 ({flag}_{size}.npz)
     image_size: int = 28  # what the model sees; images of another size are resized (densenet121 needs >= 29)
     as_rgb: bool = False  # replicate grey images to 3 channels (ImageNet-style models)
     download: bool = True
     verify_md5: bool = True
+    task: str = "classification"  # or "segmentation" (binary masks; its defaults: fedrobust/tasks/specs.py)
 
 
 @dataclass

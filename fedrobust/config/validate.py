@@ -8,14 +8,13 @@ from fedrobust.config.schema import (
     AUGMENT_MODES,
     CLASSIC_AUGMENTS,
     STRATEGIES,
-    SWEEP_ATTACKS,
     SWEEP_TARGETS,
     AugmentSection,
     ExperimentConfig,
 )
 from fedrobust.data.catalog import FILE_SIZES
-from fedrobust.data.partition import SCHEMES
 from fedrobust.errors import ConfigError
+from fedrobust.tasks.specs import SPECS, TaskSpec
 
 
 def _require(ok: bool, key: str, message: str) -> None:
@@ -29,24 +28,20 @@ def _one_of(value: object, key: str, choices: tuple | list) -> None:
 
 def validate(cfg: ExperimentConfig) -> None:
     """Range- and choice-check every value; names the first bad key."""
-    from fedrobust.data.catalog import check_supported_flag  # local: torch and medmnist load only when checking
-    from fedrobust.models.registry import CLASSIFIERS, NORMS
+    from fedrobust.models.registry import NORMS
 
     r, d, p, m, t, e = cfg.run, cfg.data, cfg.partition, cfg.model, cfg.train, cfg.eval
     _require(bool(r.name) and "/" not in r.name, "run.name", "must be a non-empty name without '/'")
     _require(r.threads >= 0, "run.threads", f"must be >= 0, got {r.threads}")
-    try:
-        check_supported_flag(d.dataset)
-    except Exception as exc:
-        raise ConfigError(f"data.dataset: {exc}") from None
-    _one_of(d.size, "data.size", FILE_SIZES)
-    _require(8 <= d.image_size <= 224, "data.image_size", f"must be in [8, 224], got {d.image_size}")
-    _one_of(p.scheme, "partition.scheme", SCHEMES)
+    _one_of(d.task, "data.task", tuple(SPECS))
+    spec = SPECS[d.task]
+    _validate_data(cfg, spec)
+    _one_of(p.scheme, "partition.scheme", spec.schemes)
     _require(p.num_clients >= 1, "partition.num_clients", f"must be >= 1, got {p.num_clients}")
     _require(p.alpha > 0, "partition.alpha", f"must be > 0, got {p.alpha}")
     _require(p.labels_per_client >= 1, "partition.labels_per_client", "must be >= 1")
     _require(p.min_samples >= 1, "partition.min_samples", f"must be >= 1, got {p.min_samples}")
-    _one_of(m.name, "model.name", CLASSIFIERS)  # MedMNIST is classification; the UNets await the task seam
+    _one_of(m.name, "model.name", _models(spec))
     _one_of(m.norm, "model.norm", NORMS)
     _require(not (m.norm != "batch" and m.name == "densenet121"), "model.norm",
              "torchvision's densenet121 has no norm_layer option; use norm = 'batch'")
@@ -59,9 +54,12 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
     _one_of(t.optimizer, "train.optimizer", ("adam", "adamw", "sgd"))
     _one_of(t.scheduler, "train.scheduler", ("cosine", "none"))
-    _one_of(t.select, "train.select", ("val_auc", "val_acc", "last"))
+    _one_of(t.select, "train.select", tuple(s for s in spec.selects if s != "val_fgsm"))
     _one_of(t.class_weights, "train.class_weights", ("none", "balanced"))
     _one_of(t.logit_adjustment, "train.logit_adjustment", ("none", "client_prior"))
+    if d.task != "classification":
+        for key, value in (("class_weights", t.class_weights), ("logit_adjustment", t.logit_adjustment)):
+            _require(value == "none", f"train.{key}", f"weighs classes of labels; {d.task} has none: use 'none'")
     _validate_augment(cfg.augment, "augment")
     _validate_augment(cfg.alt_augment, "alt_augment")
     _require(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
@@ -70,6 +68,32 @@ def validate(cfg: ExperimentConfig) -> None:
     _validate_federation(cfg)
     _validate_distill(cfg)
     _validate_sweep(cfg)
+
+
+def _models(spec: TaskSpec) -> tuple[str, ...]:
+    from fedrobust.models.registry import MODEL_NAMES, model_kind
+
+    return tuple(n for n in MODEL_NAMES if model_kind(n) == spec.model_kind)
+
+
+def _validate_data(cfg: ExperimentConfig, spec: TaskSpec) -> None:
+    d = cfg.data
+    if spec.name == "classification":
+        from fedrobust.data.catalog import check_supported_flag  # local: medmnist loads only when checking
+
+        try:
+            check_supported_flag(d.dataset)
+        except Exception as exc:
+            raise ConfigError(f"data.dataset: {exc}") from None
+        _one_of(d.size, "data.size", FILE_SIZES)
+        _require(8 <= d.image_size <= 224, "data.image_size", f"must be in [8, 224], got {d.image_size}")
+        return
+    _require(bool(d.dataset) and "/" not in d.dataset, "data.dataset",
+             f"names the data set's folder under the segmentation root (e.g. kvasir-seg), got {d.dataset!r}")
+    _require(16 <= d.image_size <= 1024 and d.image_size % 16 == 0, "data.image_size",
+             f"must be a multiple of 16 in [16, 1024] for the UNet (e.g. 128 as the paper, 256 native), "
+             f"got {d.image_size}")
+    _require(not d.as_rgb, "data.as_rgb", "segmentation images are RGB already; leave it false")
 
 
 def _validate_augment(a: AugmentSection, name: str) -> None:
@@ -92,10 +116,9 @@ def _validate_augment(a: AugmentSection, name: str) -> None:
 
 
 def _validate_distill(cfg: ExperimentConfig) -> None:
-    from fedrobust.models.registry import CLASSIFIERS
-
     d, e = cfg.distill, cfg.export
-    _one_of(d.student, "distill.student", CLASSIFIERS)
+    spec = SPECS[cfg.data.task]
+    _one_of(d.student, "distill.student", _models(spec))
     _one_of(d.data, "distill.data", ("val", "train"))
     _require(d.epochs >= 1, "distill.epochs", f"must be >= 1, got {d.epochs}")
     _require(d.batch_size >= 2, "distill.batch_size", f"must be >= 2 (BatchNorm), got {d.batch_size}")
@@ -108,7 +131,7 @@ def _validate_distill(cfg: ExperimentConfig) -> None:
     _one_of(d.adversarial, "distill.adversarial", ("none", "fgsm", "pgd"))
     _require(0 < d.adv_eps <= 1, "distill.adv_eps", f"must be in (0, 1], got {d.adv_eps}")
     _require(d.adv_steps >= 1, "distill.adv_steps", f"must be >= 1, got {d.adv_steps}")
-    _one_of(d.select, "distill.select", ("last", "val_acc", "val_auc"))
+    _one_of(d.select, "distill.select", tuple(s for s in spec.selects if s != "val_fgsm"))
     _require(d.select == "last" or d.data != "val", "distill.select",
              "cannot select on val when distilling on val; use select = 'last' or data = 'train'")
     _require(not e.enabled or d.enabled, "export.enabled",
@@ -125,7 +148,7 @@ def _validate_sweep(cfg: ExperimentConfig) -> None:
     _require(len(w.attacks) >= 1, "sweep.attacks", "needs at least one attack")
     for i, name in enumerate(w.attacks):
         _require(name != "inv_fgsm", f"sweep.attacks[{i}]", "inv_fgsm is spelled invfgsm (as augment.mode)")
-        _one_of(name, f"sweep.attacks[{i}]", SWEEP_ATTACKS)
+        _one_of(name, f"sweep.attacks[{i}]", SPECS[cfg.data.task].attacks)
     _require(len(w.targets) >= 1, "sweep.targets", "needs at least one target")
     for i, name in enumerate(w.targets):
         _one_of(name, f"sweep.targets[{i}]", SWEEP_TARGETS)
@@ -155,7 +178,7 @@ def _validate_federation(cfg: ExperimentConfig) -> None:
     _require(0 <= f.alt_fraction <= 1, "federation.alt_fraction", f"must be in [0, 1], got {f.alt_fraction}")
     _require(f.round_timeout > 0, "federation.round_timeout", "must be > 0")
     _require(f.keep_checkpoints >= 1, "federation.keep_checkpoints", "must be >= 1")
-    _one_of(f.select, "federation.select", ("last", "val_auc", "val_acc", "val_fgsm"))
+    _one_of(f.select, "federation.select", SPECS[cfg.data.task].selects)
     _one_of(f.bn_recalibration, "federation.bn_recalibration", ("none", "val"))
     _require(sim.num_cpus >= 0, "simulation.num_cpus", f"must be >= 0, got {sim.num_cpus}")
     _require(sim.cpus_per_client > 0, "simulation.cpus_per_client", f"must be > 0, got {sim.cpus_per_client}")

@@ -38,6 +38,10 @@ class ImageSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.labels
+
     def subset(self, indices: np.ndarray | list[int]) -> ImageSplit:
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return ImageSplit(self.images[idx], self.labels[idx], self.info, self.split)

@@ -56,6 +56,10 @@ class MaskSplit:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.masks
+
     def subset(self, indices: np.ndarray | list[int]) -> MaskSplit:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         t = torch.as_tensor(idx)
@@ -78,20 +82,20 @@ def _has_layout(folder: Path) -> bool:
     return (folder / "images").is_dir() and (folder / "masks").is_dir()
 
 
-def resolve_seg_root(root: str | os.PathLike | None = None) -> Path:
-    """The data set folder: ``<root>/kvasir-seg`` if it exists, else ``<root>`` if it holds ``images/`` and
-    ``masks/``, else ``<root>/kvasir-seg`` (where the loader then reports it missing). ``root`` in order of
+def resolve_seg_root(root: str | os.PathLike | None = None, dataset: str = DATASET_DIR) -> Path:
+    """The data set folder: ``<root>/<dataset>`` if it exists, else ``<root>`` if it holds ``images/`` and
+    ``masks/``, else ``<root>/<dataset>`` (where the loader then reports it missing). ``root`` in order of
     precedence: argument, ``$FEDROBUST_SEG_ROOT``, ``~/.fedrobust/segmentation``."""
     base = _base_root(root)
-    nested = base / DATASET_DIR
+    nested = base / dataset
     if nested.is_dir() or not _has_layout(base):
         return nested
     return base
 
 
-def _check_folder(root: str | os.PathLike | None) -> Path:
+def _check_folder(root: str | os.PathLike | None, dataset: str = DATASET_DIR) -> Path:
     base = _base_root(root)
-    folder = resolve_seg_root(root)
+    folder = resolve_seg_root(root, dataset)
     fix = f"point the root argument or ${ENV_SEG_ROOT} at a folder holding images/ and masks/"
     if base.exists() and not base.is_dir():
         raise DataError(f"segmentation root {base} is a file, not a folder; {fix}")
@@ -269,7 +273,7 @@ def check_image_size(image_size: int) -> int:
 
 
 def load_seg_split(split: str, root: str | os.PathLike | None = None, *, image_size: int = 128,
-                   seed: int = 0) -> MaskSplit:
+                   seed: int = 0, dataset: str = DATASET_DIR) -> MaskSplit:
     """Load ``split`` (train/val/test of :func:`split_names`) resized to ``image_size`` square.
 
     Masks are read as grey and binarised at 127 (grey > 127 is polyp) at full resolution. A mask is refused
@@ -282,7 +286,7 @@ def load_seg_split(split: str, root: str | os.PathLike | None = None, *, image_s
     check_image_size(image_size)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    folder = _check_folder(root).resolve()
+    folder = _check_folder(root, dataset).resolve()
     pairs = scan_pairs(folder)
     chosen = _split(list(pairs), seed, FRACTIONS, f"{folder}: ")[split]
     key = tuple((stem, pairs[stem][0], _mtime(pairs[stem][0]), pairs[stem][1], _mtime(pairs[stem][1]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fedrobust.attacks.gradient import classification_loss
+from fedrobust.attacks.gradient import Loss, loss_fn
 
 
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -16,7 +16,8 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     the same thing at every temperature.
     """
     t = temperature
-    if student_logits.shape[1] == 1:  # one logit: a Bernoulli per row (softmax over one logit is always 1)
+    if student_logits.shape[1] == 1:  # one logit (a binary head, a mask's pixels): a Bernoulli per output
+        # (softmax over one logit is always 1, so its KL would vanish)
         p_teacher = torch.sigmoid(teacher_logits / t)
         cross = F.binary_cross_entropy_with_logits(student_logits / t, p_teacher, reduction="mean")
         entropy = F.binary_cross_entropy_with_logits(teacher_logits / t, p_teacher, reduction="mean")
@@ -27,8 +28,9 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float) -> torch.Tensor:
-    """``alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``."""
-    hard = classification_loss(student_logits, labels) if alpha > 0 else student_logits.new_zeros(())
+                      temperature: float, alpha: float, loss: Loss = "ce") -> torch.Tensor:
+    """``alpha * L(student, labels) + (1 - alpha) * T^2 * KL(teacher_T || student_T)``; ``L`` is the task's
+    training loss (cross-entropy for classes, Dice + BCE for masks), the KL per pixel for masks."""
+    hard = loss_fn(loss)(student_logits, labels) if alpha > 0 else student_logits.new_zeros(())
     soft = soft_kl(student_logits, teacher_logits.detach(), temperature) if alpha < 1 else hard.new_zeros(())
     return alpha * hard + (1 - alpha) * soft

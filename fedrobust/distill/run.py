@@ -18,10 +18,8 @@ import torch
 from torch import nn
 
 from fedrobust.attacks import fgsm, pgd
-from fedrobust.augment import ClassicAugment
 from fedrobust.checkpoint import load_model, load_state, run_config
 from fedrobust.config import DistillSection, ExperimentConfig, TrainSection
-from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.distill.loss import distillation_loss
 from fedrobust.errors import FedrobustError
 from fedrobust.models import count_parameters
@@ -31,6 +29,8 @@ from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir, staged_dir
 from fedrobust.seeding import seed_everything
 from fedrobust.selection import KeepBest
+from fedrobust.tasks.base import PairedAugment, Split, Task
+from fedrobust.tasks.registry import task_for
 from fedrobust.train.batches import iterate_batches
 from fedrobust.train.evaluate import evaluate, evaluate_robust
 from fedrobust.train.local import make_optimizer
@@ -40,39 +40,40 @@ STUDENT_FILE = "student.pt"
 
 
 def _adversarial_views(student: nn.Module, x: torch.Tensor, y: torch.Tensor, d: DistillSection,
-                       generator: torch.Generator) -> torch.Tensor:
+                       generator: torch.Generator, task: Task) -> torch.Tensor:
     """Inputs crafted against the *student* (its weakness), for the teacher to correct."""
     if d.adversarial == "pgd":
-        return pgd(student, x, y, d.adv_eps, steps=d.adv_steps, generator=generator)
-    return fgsm(student, x, y, d.adv_eps)
+        return pgd(student, x, y, d.adv_eps, steps=d.adv_steps, loss=task.loss, generator=generator)
+    return fgsm(student, x, y, d.adv_eps, task.loss)
 
 
-def distill_epoch(student: nn.Module, teacher: nn.Module, data: ImageSplit, optimizer: torch.optim.Optimizer,
-                  d: DistillSection, classic: ClassicAugment, generator: torch.Generator,
-                  progress: Any = None) -> dict[str, float]:
-    """One pass over the transfer set; returns mean loss and the student's agreement with the teacher."""
+def distill_epoch(student: nn.Module, teacher: nn.Module, data: Split, optimizer: torch.optim.Optimizer,
+                  d: DistillSection, classic: PairedAugment, generator: torch.Generator,
+                  progress: Any = None, *, task: Task) -> dict[str, float]:
+    """One pass over the transfer set; returns mean loss and the student's agreement with the teacher
+    (share of predictions: images, or pixels of masks)."""
     student.train()
     teacher.eval()
-    total, agree, seen = 0.0, 0, 0
-    for xb, yb in iterate_batches(data.images, data.labels, d.batch_size, shuffle=True, generator=generator,
+    total, agree, seen = 0.0, 0.0, 0
+    for xb, yb in iterate_batches(data.images, data.targets, d.batch_size, shuffle=True, generator=generator,
                                   drop_last_singleton=True):
-        x = classic(xb) if classic else xb
+        x, yb = classic(xb, yb) if classic else (xb, yb)
         with torch.no_grad():
             t_logits = teacher(x)
         s_logits = student(x)
-        loss = distillation_loss(s_logits, t_logits, yb, d.temperature, d.alpha)
+        loss = distillation_loss(s_logits, t_logits, yb, d.temperature, d.alpha, task.loss)
         if d.adversarial != "none":
-            x_adv = _adversarial_views(student, x, yb, d, generator)
+            x_adv = _adversarial_views(student, x, yb, d, generator, task)
             with torch.no_grad():
                 t_adv = teacher(x_adv)
-            loss = 0.5 * (loss + distillation_loss(student(x_adv), t_adv, yb, d.temperature, d.alpha))
+            loss = 0.5 * (loss + distillation_loss(student(x_adv), t_adv, yb, d.temperature, d.alpha, task.loss))
         if not torch.isfinite(loss):
             raise FedrobustError(f"the distillation loss became {float(loss)}; lower distill.lr (now {d.lr:g})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total += float(loss.detach()) * len(yb)
-        agree += int((predicted(s_logits) == predicted(t_logits)).sum())
+        agree += float((predicted(s_logits) == predicted(t_logits)).reshape(len(yb), -1).float().mean(1).sum())
         seen += len(yb)
         if progress is not None:
             progress.update(len(yb))
@@ -86,14 +87,15 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
     With ``out``, per-epoch lines go to ``out/metrics.jsonl``.
     """
     d = cfg.distill
+    task = task_for(cfg)
     generator = seed_everything(cfg.run.seed + 17, cfg.run.threads)
-    transfer = load_from_config(cfg.data, d.data)
-    val = load_from_config(cfg.data, "val") if d.select != "last" else None
-    test = load_from_config(cfg.data, "test")
+    transfer = task.load(cfg.data, d.data)
+    val = task.load(cfg.data, "val") if d.select != "last" else None
+    test = task.load(cfg.data, "test")
     student = model_for(cfg, d.student)
     optimizer = make_optimizer(student, TrainSection(lr=d.lr, optimizer=d.optimizer, weight_decay=d.weight_decay))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, d.epochs)
-    classic = ClassicAugment.of(d.classic, cfg.augment, cfg.data.image_size)
+    classic = task.classic(d.classic, cfg.augment, cfg.data.image_size)
     log(f"distilling {cfg.model.name} -> {d.student} ({count_parameters(student):,} params) on the "
         f"{d.data} split ({len(transfer)} images), T={d.temperature:g} alpha={d.alpha:g} "
         f"adversarial={d.adversarial}")
@@ -101,28 +103,28 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
     started = time.perf_counter()
     with progress_bar(total=d.epochs * len(transfer), desc="distill") as bar:
         for epoch in range(1, d.epochs + 1):
-            stats = distill_epoch(student, teacher, transfer, optimizer, d, classic, generator, bar)
+            stats = distill_epoch(student, teacher, transfer, optimizer, d, classic, generator, bar, task=task)
             scheduler.step()
             record: dict[str, Any] = {"epoch": epoch, **stats}
             if val is not None:
-                record["val"] = evaluate(student, val, cfg.eval.batch_size)
+                record["val"] = evaluate(student, val, cfg.eval.batch_size, task=task)
             if out is not None:
                 RunDir(out).log(record)
             best.offer(epoch, record.get("val", {}), student)
     best.restore(student)
     student.eval()
     bs, eps = cfg.eval.batch_size, cfg.eval.fgsm_eps
-    t_test, s_test = evaluate(teacher, test, bs), evaluate(student, test, bs)
+    t_test, s_test = evaluate(teacher, test, bs, task=task), evaluate(student, test, bs, task=task)
     t_pred = predicted(torch_logits(teacher, test.images, bs))
     s_pred = predicted(torch_logits(student, test.images, bs))
     summary = {
         "kind": "distillation",
         "dataset": cfg.data.dataset,
         "teacher": {"model": cfg.model.name, "parameters": count_parameters(teacher), "test": t_test,
-                    "test_fgsm": evaluate_robust(teacher, test, eps, bs)},
+                    "test_fgsm": evaluate_robust(teacher, test, eps, bs, task=task)},
         "student": {"model": d.student, "parameters": count_parameters(student), "test": s_test,
-                    "test_fgsm": evaluate_robust(student, test, eps, bs)},
-        "acc_drop_points": 100 * (t_test["acc"] - s_test["acc"]),
+                    "test_fgsm": evaluate_robust(student, test, eps, bs, task=task)},
+        f"{task.headline}_drop_points": 100 * (t_test[task.headline] - s_test[task.headline]),
         "test_agreement": float((t_pred == s_pred).float().mean()),
         "transfer_set": d.data,
         "transfer_images": len(transfer),
@@ -130,9 +132,8 @@ def distill(cfg: ExperimentConfig, teacher: nn.Module, log: Callable[[str], Any]
         "settings": cfg.to_dict()["distill"],
         "seconds": time.perf_counter() - started,
     }
-    log(f"student test acc {s_test['acc']:.3f} auc {s_test['auc']:.3f}  teacher {t_test['acc']:.3f} "
-        f"auc {t_test['auc']:.3f}  (drop {summary['acc_drop_points']:+.1f} points, agreement "
-        f"{summary['test_agreement']:.3f})")
+    log(f"student test {task.describe(s_test)}  teacher {task.describe(t_test)}  "
+        f"(drop {summary[f'{task.headline}_drop_points']:+.1f} points, agreement {summary['test_agreement']:.3f})")
     return student, summary
 
 

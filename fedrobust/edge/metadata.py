@@ -7,7 +7,9 @@ the exporter (torch side) and the edge runtime (numpy + onnxruntime side) share 
 The model's single input is ``images``: float32, NCHW (batch, channels, height, width), batch
 dynamic, values in [0, 1] (raw pixel / 255, no mean/std applied: ``normalization`` records the
 affine map the network expects, identity for every fedrobust model). The single output is
-``logits``: float32, (batch, number of classes); softmax gives probabilities.
+``logits``: float32, (batch, number of classes), softmax gives probabilities; or, for a segmentation
+model (``task`` "segmentation"), ``mask_logits``: float32, (batch, 1, height, width), one logit per pixel,
+the pixel being foreground (``class_names[1]``) where the logit exceeds ``threshold`` (sigmoid > 0.5).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ PREFIX = "fedrobust."
 FORMAT_VERSION = 1
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+SEGMENTATION = "segmentation"
 
 
 class MetadataError(ValueError):
@@ -30,9 +33,9 @@ class MetadataError(ValueError):
 class ModelMetadata:
     """Everything the edge needs to feed a model correctly and name its outputs."""
 
-    dataset: str  # MedMNIST flag, e.g. "breastmnist"
-    task: str  # medmnist task, e.g. "binary-class" or "multi-class"
-    class_names: list[str]  # index -> human name (from medmnist INFO)
+    dataset: str  # MedMNIST flag, e.g. "breastmnist", or the segmentation data set, e.g. "kvasir-seg"
+    task: str  # medmnist task, e.g. "binary-class" or "multi-class", or "segmentation" (a binary mask)
+    class_names: list[str]  # index -> human name (from medmnist INFO; background and foreground for masks)
     image_size: int  # height = width the network expects
     channels: int  # 1 (grey) or 3 (RGB)
     model: str  # registry name, e.g. "student" or "resnet18"
@@ -46,6 +49,7 @@ class ModelMetadata:
     value_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
     run: str = ""  # run directory name the model came from
     format_version: int = FORMAT_VERSION
+    threshold: float = 0.0  # segmentation: a pixel is foreground where its logit > threshold
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -60,6 +64,15 @@ class ModelMetadata:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def is_mask(self) -> bool:
+        """A segmentation model: one logit per pixel instead of one per class."""
+        return self.task == SEGMENTATION
+
+    def output_shape(self, n: int) -> tuple[int, ...]:
+        """The output's shape for a batch of ``n``."""
+        return (n, 1, self.image_size, self.image_size) if self.is_mask else (n, self.num_classes)
 
     def to_props(self) -> dict[str, str]:
         """``{"fedrobust.<field>": str}`` for ``onnx.ModelProto.metadata_props``."""
@@ -76,7 +89,7 @@ class ModelMetadata:
             raise MetadataError(f"{source} has no fedrobust metadata; export it with `fedrobust export RUN_DIR`")
         names = {f for f in cls.__dataclass_fields__}
         missing = sorted(names - set(ours) - {"run", "format_version", "input_name", "output_name", "layout",
-                                              "value_range", "normalization"})
+                                              "value_range", "normalization", "threshold"})
         if missing:
             raise MetadataError(f"{source}: fedrobust metadata lacks {', '.join(missing)}; re-export the model")
         kwargs: dict[str, Any] = {}

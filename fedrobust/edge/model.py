@@ -104,9 +104,13 @@ class EdgeModel:
             raise EdgeError(f"{where}: input {arg.name!r} has shape {_shape(arg)} but metadata says "
                             f"(N, {meta.channels}, {meta.image_size}, {meta.image_size}); re-export the model")
         out_shape = outputs[meta.output_name].shape
-        if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != meta.num_classes):
+        want_out = meta.output_shape(0)
+        if len(out_shape) != len(want_out) or any(isinstance(g, int) and g != w
+                                                  for g, w in zip(out_shape[1:], want_out[1:], strict=True)):
+            expected = (f"(N, 1, {meta.image_size}, {meta.image_size}) mask logits" if meta.is_mask
+                        else f"{meta.num_classes} classes")
             raise EdgeError(f"{where}: output {meta.output_name!r} has shape {_shape(outputs[meta.output_name])} "
-                            f"but metadata lists {meta.num_classes} classes; re-export the model")
+                            f"but metadata says {expected}; re-export the model")
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -125,7 +129,7 @@ class EdgeModel:
         return {"inputs": describe(self._session.get_inputs()), "outputs": describe(self._session.get_outputs())}
 
     def predict_logits(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(N, C, H, W) float32 in [0, 1] -> (N, num_classes) float32 logits.
+        """(N, C, H, W) float32 in [0, 1] -> (N, num_classes) float32 logits ((N, 1, H, W) for a mask model).
 
         Runs ``batch_size`` images at a time, so peak memory is bounded by the batch rather
         than by N; results do not depend on ``batch_size``.
@@ -135,13 +139,13 @@ class EdgeModel:
         meta = self._metadata
         lo, hi = meta.value_range
         validate_batch(x, meta.channels, meta.image_size, (float(lo), float(hi)))
-        out = np.empty((len(x), meta.num_classes), dtype=np.float32)
+        out = np.empty(meta.output_shape(len(x)), dtype=np.float32)
         for start in range(0, len(x), batch_size):
             batch = np.ascontiguousarray(x[start:start + batch_size])
             (logits,) = self._session.run([meta.output_name], {meta.input_name: batch})
-            if logits.shape != (len(batch), meta.num_classes):
+            if logits.shape != meta.output_shape(len(batch)):
                 raise EdgeError(f"{self.path}: model returned logits of shape {logits.shape}, expected "
-                                f"({len(batch)}, {meta.num_classes}); re-export the model")
+                                f"{meta.output_shape(len(batch))}; re-export the model")
             out[start:start + len(batch)] = logits
         return out
 

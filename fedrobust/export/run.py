@@ -15,8 +15,6 @@ from torch import nn
 
 from fedrobust.checkpoint import load_model, run_config, weights_sha256
 from fedrobust.config import ExperimentConfig
-from fedrobust.data.catalog import dataset_info
-from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.distill.run import DISTILL_DIR, STUDENT_FILE, load_student
 from fedrobust.edge.metadata import ModelMetadata
 from fedrobust.edge.model import EdgeModel
@@ -26,18 +24,18 @@ from fedrobust.export.quantize import quantize_int8
 from fedrobust.models.from_config import input_shape
 from fedrobust.predict import predicted
 from fedrobust.rundir import atomic_write_json, staged_dir
-from fedrobust.train.evaluate import score_logits
+from fedrobust.tasks.base import Split, Task
+from fedrobust.tasks.registry import task_for
 
 EXPORT_DIR = "export"
 
 
 def metadata_for(cfg: ExperimentConfig, model: nn.Module, name: str, role: str, run: str,
                  precision: str = "fp32") -> ModelMetadata:
-    info = dataset_info(cfg.data.dataset)
+    task = task_for(cfg)
     return ModelMetadata(
-        dataset=info.flag, task=info.task, class_names=list(info.class_names), image_size=cfg.data.image_size,
-        channels=input_shape(cfg.data)[0], model=name, role=role, precision=precision,
-        weights_sha256=weights_sha256(model), run=run,
+        **task.metadata(cfg.data), image_size=cfg.data.image_size, channels=input_shape(cfg.data)[0], model=name,
+        role=role, precision=precision, weights_sha256=weights_sha256(model), run=run, output_name=task.output_name,
     )
 
 
@@ -45,28 +43,29 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _describe(path: Path, logits: np.ndarray, test: ImageSplit, started: float) -> dict[str, Any]:
+def _describe(path: Path, logits: np.ndarray, test: Split, started: float, task: Task) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path),
-            "test": score_logits(logits, test), "seconds": time.perf_counter() - started}
+            "test": task.score(logits, test), "seconds": time.perf_counter() - started}
 
 
 def calibration_images(cfg: ExperimentConfig) -> np.ndarray:
     """Up to ``export.calibration_size`` val images, a seeded sample: the server's own data."""
-    val = load_from_config(cfg.data, "val")
+    val = task_for(cfg).load(cfg.data, "val")
     n = min(cfg.export.calibration_size, len(val))
     order = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.run.seed))[:n]
     return val.images[order].numpy()
 
 
 def export_model(cfg: ExperimentConfig, model: nn.Module, name: str, role: str, out: Path, run: str,
-                 test: ImageSplit, log: Callable[[str], Any]) -> tuple[dict[str, Any], np.ndarray]:
+                 test: Split, log: Callable[[str], Any]) -> tuple[dict[str, Any], np.ndarray]:
     """fp32 ONNX + parity check on the whole test split; the summary entry and the test logits."""
+    task = task_for(cfg)
     started = time.perf_counter()
     path = export_onnx(model, out / f"{role}.onnx", metadata_for(cfg, model, name, role, run))
-    parity, logits = check_parity(model, path, test.images, cfg.export.parity_atol)
-    entry = _describe(path, logits, test, started)
+    parity, logits = check_parity(model, path, test.images, cfg.export.parity_atol, task.min_parity_agreement)
+    entry = _describe(path, logits, test, started, task)
     entry["parity"] = parity.to_dict()
-    log(f"{path.name}: {entry['bytes'] / 1024:.0f} KB, test acc {entry['test']['acc']:.3f}, "
+    log(f"{path.name}: {entry['bytes'] / 1024:.0f} KB, test {task.headline} {entry['test'][task.headline]:.3f}, "
         f"max |torch - onnxruntime| {parity.max_abs_diff:.1e} on {parity.images} test images")
     return entry, logits
 
@@ -78,9 +77,11 @@ def export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = pri
         raise FedrobustError(f"{run_dir} has no distilled student ({DISTILL_DIR}/{STUDENT_FILE}); "
                              f"run `fedrobust distill {run_dir}` first")
     student_name, student = found
-    test = load_from_config(cfg.data, "test")
-    summary: dict[str, Any] = {"kind": "export", "dataset": cfg.data.dataset, "test_images": len(test),
-                               "parity_atol": cfg.export.parity_atol}
+    task = task_for(cfg)
+    h = task.headline
+    test = task.load(cfg.data, "test")
+    summary: dict[str, Any] = {"kind": "export", "dataset": cfg.data.dataset, "task": task.name,
+                               "test_images": len(test), "parity_atol": cfg.export.parity_atol}
     with staged_dir(run_dir / EXPORT_DIR) as out:
         summary["student"], fp32_logits = export_model(cfg, student, student_name, "student", out, run_dir.name,
                                                        test, log)
@@ -91,20 +92,20 @@ def export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = pri
             int8 = quantize_int8(out / "student.onnx", out / "student.int8.onnx", calibration, meta,
                                  per_channel=cfg.export.per_channel)
             logits = EdgeModel(int8, threads=1).predict_logits(test.images.numpy())
-            entry = _describe(int8, logits, test, started)
+            entry = _describe(int8, logits, test, started, task)
             agree = predicted(logits) == predicted(fp32_logits)
-            fp32_acc = summary["student"]["test"]["acc"]
+            fp32_score = summary["student"]["test"][h]
             entry.update({
                 "calibration_images": len(calibration),
                 "agreement_with_fp32": float(agree.mean()),
-                "acc_change_points": 100 * (entry["test"]["acc"] - fp32_acc),
-                "acc_change_images": round((entry["test"]["acc"] - fp32_acc) * len(test)),
+                f"{h}_change_points": 100 * (entry["test"][h] - fp32_score),
+                f"{h}_change_images": round((entry["test"][h] - fp32_score) * len(test)),
                 "per_channel": cfg.export.per_channel,
             })
             summary["student_int8"] = entry
-            log(f"{int8.name}: {entry['bytes'] / 1024:.0f} KB, test acc {entry['test']['acc']:.3f} "
-                f"({entry['acc_change_points']:+.1f} points vs fp32), agrees with fp32 on "
-                f"{100 * entry['agreement_with_fp32']:.1f}% of test images")
+            log(f"{int8.name}: {entry['bytes'] / 1024:.0f} KB, test {h} {entry['test'][h]:.3f} "
+                f"({entry[f'{h}_change_points']:+.1f} points vs fp32), agrees with fp32 on "
+                f"{100 * entry['agreement_with_fp32']:.1f}% of test {task.prediction_unit}")
         if cfg.export.teacher:
             teacher = load_model(cfg, run_dir / "model.pt")
             summary["teacher"], _ = export_model(cfg, teacher, cfg.model.name, "teacher", out, run_dir.name, test, log)

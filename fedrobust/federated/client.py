@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedrobust.augment import AdversarialPolicy, ClassicAugment
-from fedrobust.config import DataSection, ExperimentConfig, ModelSection
-from fedrobust.data.loading import ImageSplit, load_from_config, load_own_file
-from fedrobust.data.partition import partition_indices
+from fedrobust.augment import AdversarialPolicy
+from fedrobust.config import DataSection, ExperimentConfig, ModelSection, PartitionSection
+from fedrobust.data.loading import load_own_file
 from fedrobust.errors import FedrobustError
 from fedrobust.federated.plan import alt_partitions, local_seed
 from fedrobust.models.from_config import model_for
+from fedrobust.tasks.base import Split
+from fedrobust.tasks.registry import task_for, task_of
 from fedrobust.train.evaluate import evaluate
 from fedrobust.train.local import class_weights, make_optimizer, train_epoch
 from fedrobust.train.prior import OffsetLogits, prior_offset
@@ -29,24 +30,23 @@ class InjectedFault(FedrobustError):
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_split(data: tuple, split: str) -> ImageSplit:
+def _cached_split(data: tuple, split: str) -> Split:
     """Simulation reuses worker processes for many virtual clients: load each split once.
 
     ``data`` is ``dataclasses.astuple`` of the ``[data]`` section (hashable cache key).
     """
-    return load_from_config(DataSection(*data), split)
+    d = DataSection(*data)
+    return task_of(d.task).load(d, split)
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_partition(data: tuple, split: str, num_clients: int, scheme: str, seed: int, alpha: float,
-                      labels_per_client: int, min_samples: int) -> tuple[np.ndarray, ...]:
-    labels = _cached_split(data, split).labels.numpy()
-    return tuple(partition_indices(labels, num_clients, scheme, seed=seed, alpha=alpha,
-                                   labels_per_client=labels_per_client, min_samples=min_samples))
+def _cached_partition(data: tuple, split: str, partition: tuple, seed: int) -> tuple[np.ndarray, ...]:
+    d = DataSection(*data)
+    return tuple(task_of(d.task).partition(_cached_split(data, split), PartitionSection(*partition), seed))
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_own_split(path: str, data: tuple, split: str) -> ImageSplit:
+def _cached_own_split(path: str, data: tuple, split: str) -> Split:
     d = DataSection(*data)
     return load_own_file(path, d.dataset, split, image_size=d.image_size, as_rgb=d.as_rgb)
 
@@ -72,29 +72,30 @@ class LocalClient:
         self.num_partitions = num
         self.uses_alt_policy = partition_id in alt_partitions(cfg)
         self.data_file = data_file  # the node's own dataset, used whole instead of a shard of the shared one
+        self.task = task_for(cfg)
 
     # data ---------------------------------------------------------------------------------------
     def _data_key(self) -> tuple:
         return dataclasses.astuple(self.cfg.data)
 
-    def train_data(self) -> ImageSplit:
+    def train_data(self) -> Split:
         if self.data_file:
             return _cached_own_split(self.data_file, self._data_key(), "train")
-        p = self.cfg.partition
-        parts = _cached_partition(self._data_key(), "train", self.num_partitions, p.scheme, self.cfg.run.seed,
-                                  p.alpha, p.labels_per_client, p.min_samples)
+        p = dataclasses.replace(self.cfg.partition, num_clients=self.num_partitions)
+        parts = _cached_partition(self._data_key(), "train", dataclasses.astuple(p), self.cfg.run.seed)
         return _cached_split(self._data_key(), "train").subset(parts[self.partition_id])
 
-    def test_data(self) -> ImageSplit:
+    def test_data(self) -> Split:
         """This client's IID share of the test split, for client-side evaluation (a node with its
         own file evaluates on that file's test split)."""
         if self.data_file:
             return _cached_own_split(self.data_file, self._data_key(), "test")
-        parts = _cached_partition(self._data_key(), "test", self.num_partitions, "iid", self.cfg.run.seed,
-                                  1.0, 1, 1)
+        iid = PartitionSection(scheme="iid", num_clients=self.num_partitions, alpha=1.0, labels_per_client=1,
+                               min_samples=1)
+        parts = _cached_partition(self._data_key(), "test", dataclasses.astuple(iid), self.cfg.run.seed)
         return _cached_split(self._data_key(), "test").subset(parts[self.partition_id])
 
-    def _whole_train(self) -> ImageSplit:
+    def _whole_train(self) -> Split:
         """The training split this client's shard comes from (the split every client reads to
         partition it), or the node's own file."""
         return (_cached_own_split(self.data_file, self._data_key(), "train") if self.data_file
@@ -102,16 +103,17 @@ class LocalClient:
 
     def class_weight(self) -> torch.Tensor | None:
         """``train.class_weights`` from the whole training split, so all clients weight alike."""
-        split = self._whole_train()
-        return class_weights(self.cfg.train, split.labels, split.info.num_classes)
+        if self.cfg.train.class_weights == "none":
+            return None
+        return class_weights(self.cfg.train, self._whole_train().targets, self.task.input_shape(self.cfg.data)[1])
 
     def logit_offset(self) -> torch.Tensor | None:
         """``train.logit_adjustment``: log(shard prior / whole split's prior) per class, or None. A node
         with its own file has no view of the federation's prior and trains on plain logits."""
         if self.cfg.train.logit_adjustment == "none" or self.data_file:
             return None
-        split = self._whole_train()
-        return prior_offset(self.train_data().labels, split.labels, split.info.num_classes)
+        return prior_offset(self.train_data().targets, self._whole_train().targets,
+                            self.task.input_shape(self.cfg.data)[1])
 
     def _model_key(self) -> tuple:
         return dataclasses.astuple(self.cfg.model), self._data_key()
@@ -149,8 +151,8 @@ class LocalClient:
         anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
         optimizer = make_optimizer(model, cfg.train)
         aug = cfg.alt_augment if self.uses_alt_policy else cfg.augment
-        policy = AdversarialPolicy(aug, torch.Generator().manual_seed(seed + 1))
-        classic = ClassicAugment.of(aug.classic, aug, cfg.data.image_size)
+        policy = AdversarialPolicy(aug, torch.Generator().manual_seed(seed + 1), self.task.loss)
+        classic = self.task.classic(aug.classic, aug, cfg.data.image_size)
         generator = torch.Generator().manual_seed(seed)
         weight = self.class_weight()
         offset = self.logit_offset()
@@ -160,9 +162,9 @@ class LocalClient:
             # warm-up counts rounds: a client's adversarial augmentation starts after
             # `warmup_epochs` of federated training (local epochs x rounds).
             global_epoch = (server_round - 1) * cfg.federation.local_epochs + epoch
-            stats.append(train_epoch(trained, data.images, data.labels, optimizer, cfg.train, policy, classic,
+            stats.append(train_epoch(trained, data.images, data.targets, optimizer, cfg.train, policy, classic,
                                      global_epoch, generator, proximal_mu=proximal_mu, anchor=anchor,
-                                     class_weight=weight))
+                                     class_weight=weight, task=self.task))
         new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if self.partition_id in cfg.faults.nonfinite_partitions:
             first = next(k for k, v in new_state.items() if v.is_floating_point())
@@ -182,5 +184,6 @@ class LocalClient:
         """Global model on this client's share of the test split."""
         data = self.test_data()
         model = self._work_model(state)
-        m = evaluate(model, data, self.cfg.eval.batch_size)
-        return {"num-examples": len(data), "client-test-acc": m["acc"], "client-test-loss": m["loss"]}
+        m = evaluate(model, data, self.cfg.eval.batch_size, task=self.task)
+        return {"num-examples": len(data), f"client-test-{self.task.headline}": m[self.task.headline],
+                "client-test-loss": m["loss"]}

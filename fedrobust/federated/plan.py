@@ -10,6 +10,7 @@ import numpy as np
 
 from fedrobust.config import ExperimentConfig
 from fedrobust.errors import ConfigError
+from fedrobust.tasks.base import Split
 
 # Flower's robust aggregators need enough updates per round for their Byzantine bound f.
 _MIN_REPLIES = {
@@ -55,13 +56,12 @@ def min_replies(cfg: ExperimentConfig) -> int:
     return max(fed.min_replies, bound(fed.num_malicious) if bound else 1)
 
 
-def check_federation(cfg: ExperimentConfig, train_labels: np.ndarray) -> None:
-    """Fail before anything starts if the federation cannot work as configured."""
-    from fedrobust.data.partition import partition_indices
+def check_federation(cfg: ExperimentConfig, train: Split) -> None:
+    """Fail before anything starts if the federation cannot work as configured (``train``: the training split)."""
+    from fedrobust.tasks.registry import task_for
 
     fed, n = cfg.federation, cfg.partition.num_clients
-    partition_indices(train_labels, n, cfg.partition.scheme, seed=cfg.run.seed, alpha=cfg.partition.alpha,
-                      labels_per_client=cfg.partition.labels_per_client, min_samples=cfg.partition.min_samples)
+    task_for(cfg).partition(train, cfg.partition, cfg.run.seed)
     k = sample_size(cfg)
     need = _MIN_REPLIES.get(fed.strategy)
     if need is not None and k < need(fed.num_malicious):

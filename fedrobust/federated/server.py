@@ -11,12 +11,13 @@ from typing import Any
 import torch
 
 from fedrobust.config import ExperimentConfig
-from fedrobust.data.loading import load_from_config
 from fedrobust.errors import FedrobustError
 from fedrobust.models import count_parameters
 from fedrobust.models.from_config import model_for
 from fedrobust.rundir import RunDir
 from fedrobust.selection import selection_score
+from fedrobust.tasks.base import Task
+from fedrobust.tasks.registry import task_for
 from fedrobust.train.batchnorm import recalibrate_batchnorm
 from fedrobust.train.evaluate import adversarial_images, evaluate, evaluate_robust
 
@@ -38,12 +39,13 @@ class FederatedRun:
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
+        self.task = task_for(cfg)
         self.run = RunDir.open(Path(cfg.run.dir), cfg) if cfg.run.dir else RunDir.create(cfg)
-        self.test = load_from_config(cfg.data, "test")
+        self.test = self.task.load(cfg.data, "test")
         self.model = model_for(cfg)
         select = cfg.federation.select
         needs_val = select != "last" or cfg.federation.bn_recalibration == "val"
-        self.val = load_from_config(cfg.data, "val") if needs_val else None
+        self.val = self.task.load(cfg.data, "val") if needs_val else None
         self.started = time.perf_counter()
 
     # state ------------------------------------------------------------------------------------
@@ -80,19 +82,21 @@ class FederatedRun:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def evaluate(self, state: StateDict) -> dict[str, float]:
-        """Clean test accuracy/AUC/loss and FGSM accuracy at ``federation.eval_eps``."""
+        """The task's metrics and loss on test, clean and under FGSM at ``federation.eval_eps`` (``fgsm_*``),
+        and on val (``val_*``) when the server selects or recalibrates on it."""
         self.model.load_state_dict(state)
-        bs = self.cfg.eval.batch_size
-        out = evaluate(self.model, self.test, bs)
+        bs, task, metrics = self.cfg.eval.batch_size, self.task, self.task.spec.metrics
+        out = evaluate(self.model, self.test, bs, task=task)
         eps = self.cfg.federation.eval_eps
-        adv = evaluate(self.model, self.test, bs, x=adversarial_images(self.model, self.test, eps, bs))
-        out.update({"fgsm_eps": eps, "fgsm_acc": adv["acc"], "fgsm_auc": adv["auc"]})
+        adv = evaluate(self.model, self.test, bs, x=adversarial_images(self.model, self.test, eps, bs, task=task),
+                       task=task)
+        out.update({"fgsm_eps": eps, **{f"fgsm_{k}": adv[k] for k in metrics}})
         if self.val is not None:  # the server's own split, for model selection (test never selects)
-            val = evaluate(self.model, self.val, bs)
-            out.update({"val_acc": val["acc"], "val_auc": val["auc"]})
+            val = evaluate(self.model, self.val, bs, task=task)
+            out.update({f"val_{k}": val[k] for k in metrics})
             if self.cfg.federation.select == "val_fgsm":  # an attack on val every round only when it selects
-                val_adv = evaluate(self.model, self.val, bs, x=adversarial_images(self.model, self.val, eps, bs))
-                out["val_fgsm_acc"] = val_adv["acc"]
+                x = adversarial_images(self.model, self.val, eps, bs, task=task)
+                out[f"val_fgsm_{task.headline}"] = evaluate(self.model, self.val, bs, x=x, task=task)[task.headline]
         return out
 
     def end_round(self, server_round: int, state: StateDict, strategy_state: dict[str, Any],
@@ -103,7 +107,8 @@ class FederatedRun:
                                  {"round": server_round, "model": state, "strategy": strategy_state})
         select = self.cfg.federation.select
         if select != "last":
-            score = selection_score(select, record.get("server", {}), server_round, prefix="val_")
+            score = selection_score(select, record.get("server", {}), server_round, prefix="val_",
+                                    headline=self.task.headline)
             best = torch.load(self.best_path, weights_only=False)["score"] if self.best_path.exists() else -math.inf
             if score > best:
                 self.run.save_checkpoint(f"{CHECKPOINTS}/best.pt",
@@ -125,12 +130,13 @@ class FederatedRun:
         self.model.load_state_dict(state)
         self.run.save_checkpoint("model.pt", {"model": state, "model_name": cfg.model.name,
                                               "config": cfg.to_dict(), "round": selected})
-        test = evaluate(self.model, self.test, cfg.eval.batch_size)
-        robust = evaluate_robust(self.model, self.test, cfg.eval.fgsm_eps, cfg.eval.batch_size)
+        test = evaluate(self.model, self.test, cfg.eval.batch_size, task=self.task)
+        robust = evaluate_robust(self.model, self.test, cfg.eval.fgsm_eps, cfg.eval.batch_size, task=self.task)
         rounds = [r for r in self.run.metrics() if r.get("round", 0) >= 1]
         summary = {
             "kind": "federated",
             "dataset": cfg.data.dataset,
+            "task": self.task.name,
             "model": cfg.model.name,
             "parameters": count_parameters(self.model),
             "strategy": cfg.federation.strategy,
@@ -151,7 +157,7 @@ class FederatedRun:
         return summary
 
 
-def describe_round(server_round: int, total: int, record: dict[str, Any]) -> str:
+def describe_round(server_round: int, total: int, record: dict[str, Any], task: Task) -> str:
     """One human line per round."""
     s = record.get("server", {})
     c = record.get("clients", {})
@@ -162,6 +168,7 @@ def describe_round(server_round: int, total: int, record: dict[str, Any]) -> str
             extra += f" silent {record['missing']}"
     loss = c.get("train-loss", math.nan)
     return (f"round {server_round:3d}/{total}  clients {record.get('replies', 0)}/{record.get('sampled', 0)}  "
-            f"train loss {loss:.4f}  test acc {s.get('acc', math.nan):.3f} auc {s.get('auc', math.nan):.3f}  "
-            f"FGSM@{s.get('fgsm_eps', 0):g} {s.get('fgsm_acc', math.nan):.3f}  ({record.get('seconds', 0):.1f}s)"
+            f"train loss {loss:.4f}  test {task.describe(s)}  "
+            f"FGSM@{s.get('fgsm_eps', 0):g} {s.get('fgsm_' + task.headline, math.nan):.3f}  "
+            f"({record.get('seconds', 0):.1f}s)"
             + extra)

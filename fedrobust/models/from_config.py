@@ -5,14 +5,13 @@ from __future__ import annotations
 from torch import nn
 
 from fedrobust.config import DataSection, ExperimentConfig
-from fedrobust.data.catalog import dataset_info
 from fedrobust.models.registry import build_model
+from fedrobust.tasks.registry import task_of
 
 
 def input_shape(data: DataSection) -> tuple[int, int]:
-    """(channels, number of classes) of the images ``[data]`` loads (grey sets become RGB with ``as_rgb``)."""
-    info = dataset_info(data.dataset)
-    return (3 if data.as_rgb else info.channels), info.num_classes
+    """(input channels, output channels: classes, or 1 for a binary mask) of the run's models."""
+    return task_of(data.task).input_shape(data)
 
 
 def model_for(cfg: ExperimentConfig, name: str | None = None, pretrained: bool = True) -> nn.Module:

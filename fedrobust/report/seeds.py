@@ -23,6 +23,7 @@ from typing import Any
 from fedrobust.config import ExperimentConfig
 from fedrobust.errors import FedrobustError
 from fedrobust.rundir import RunDir
+from fedrobust.tasks.specs import SPECS
 
 # what a run is called, where it lives and how many threads it used: not part of its setting
 IGNORED = frozenset({"run.seed", "run.name", "run.dir", "run.out_dir", "run.threads", "data.root"})
@@ -69,13 +70,14 @@ def _read(path: Path, defaults: dict[str, Any]) -> _Run:
     try:
         flat = {**defaults, **_flatten(tomllib.loads(config.read_text()))}
         s = json.loads(summary.read_text())
-        acc = s["test"]["acc"]
+        headline = SPECS[str(flat.get("data.task", "classification"))].headline
+        acc = s["test"][headline]
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FedrobustError(f"{path}: unreadable {type(exc).__name__.removesuffix('Error')}") from None
     except (KeyError, TypeError):
-        raise FedrobustError(f"{path}: {RunDir.SUMMARY} has no test accuracy") from None
+        raise FedrobustError(f"{path}: {RunDir.SUMMARY} has no test score (or an unknown data.task)") from None
     setting = {k: v for k, v in flat.items() if k not in IGNORED and k.partition(".")[0] not in IGNORED_SECTIONS}
-    fgsm = {str(e): _number(m.get("acc") if isinstance(m, dict) else None)
+    fgsm = {str(e): _number(m.get(headline) if isinstance(m, dict) else None)
             for e, m in (s.get("test_fgsm") or {}).items()}
     return _Run(path=path, kind=str(s.get("kind", "?")), name=str(flat.get("run.name", path.name)),
                 seed=int(flat.get("run.seed", 0)), setting=setting,
@@ -148,7 +150,11 @@ def seed_table(run_dirs: list[Path]) -> str:
     differ = [k for k in keys if len({_value(s.get(k, "–")) for s in settings}) > 1]
     eps = sorted({e for r in runs for e in r.fgsm}, key=_eps_key)
 
-    head = ["setting", "differs by", "runs", "seeds", "test ACC by seed", "test ACC mean ± sd (se)"]
+    tasks = {str(s.get("data.task", "classification")) for s in settings}
+    if len(tasks) > 1:
+        raise FedrobustError(f"the runs mix tasks ({', '.join(sorted(tasks))}); compare runs of one task")
+    short = SPECS[tasks.pop()].short
+    head = ["setting", "differs by", "runs", "seeds", f"test {short} by seed", f"test {short} mean ± sd (se)"]
     for e in eps:
         head += [f"FGSM@{e} by seed", f"FGSM@{e} mean ± sd (se)"]
     head.append("selected round / epoch by seed")

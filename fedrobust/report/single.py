@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from fedrobust.config import ExperimentConfig
-from fedrobust.data.loading import ImageSplit
 from fedrobust.rundir import RunDir, atomic_write_bytes
-from fedrobust.sweep.checks import accuracy_table, run_checks
+from fedrobust.sweep.checks import run_checks, score_table
 from fedrobust.sweep.results import SWEEP_CSV, read_sweep, sweep_images
 from fedrobust.sweep.targets import LABELS
+from fedrobust.tasks.base import Split
+from fedrobust.tasks.registry import task_for
+from fedrobust.tasks.specs import SPECS, TaskSpec
 
 REPORT = "report.md"
 PLOTS = "plots"
@@ -29,12 +29,8 @@ def defense_of(cfg: ExperimentConfig, target: str) -> str:
     return f"{train} + distillation (T={d.temperature:g}{extra})"
 
 
-def chance_rate(labels: np.ndarray) -> float:
-    return float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
-
-
 def _table(rows: list[dict], attack: str, cfg: ExperimentConfig) -> list[str]:
-    t = accuracy_table(rows)
+    t = score_table(rows, SPECS[cfg.data.task].column)
     eps = sorted({r["eps"] for r in rows if r["attack"] == attack})
     targets = [k[0] for k in t if k[1] == attack]
     if not targets:
@@ -48,13 +44,13 @@ def _table(rows: list[dict], attack: str, cfg: ExperimentConfig) -> list[str]:
     return [*out, ""]
 
 
-def _plot_sweep(rows: list[dict], out: Path, chance: float) -> list[Path]:
+def _plot_sweep(rows: list[dict], out: Path, chance: float, spec: TaskSpec) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = accuracy_table(rows)
+    t = score_table(rows, spec.column)
     paths = []
     for target in dict.fromkeys(r["target"] for r in rows):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -69,9 +65,9 @@ def _plot_sweep(rows: list[dict], out: Path, chance: float) -> list[Path]:
         ax.axhline(chance, color="black", ls=":", lw=1, label="constant guess")
         ax.set_xscale("log")
         ax.set_xlabel("eps (L-inf, pixels in [0, 1])")
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel(f"test {spec.label}")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{LABELS[target]}: accuracy under attack")
+        ax.set_title(f"{LABELS[target]}: {spec.label} under attack")
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         path = out / f"sweep_{target}.png"
@@ -81,8 +77,8 @@ def _plot_sweep(rows: list[dict], out: Path, chance: float) -> list[Path]:
     return paths
 
 
-def _plot_rounds(run_dir: Path, out: Path) -> Path | None:
-    """Per-round (federated) or per-epoch (centralized) accuracy and loss of the global model."""
+def _plot_rounds(run_dir: Path, out: Path, spec: TaskSpec) -> Path | None:
+    """Per-round (federated) or per-epoch (centralized) headline metric and loss of the global model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,16 +88,16 @@ def _plot_rounds(run_dir: Path, out: Path) -> Path | None:
     rounds = [r for r in lines if "round" in r and "server" in r]
     if rounds:
         x = [r["round"] for r in rounds]
-        acc = [r["server"].get("acc") for r in rounds]
+        acc = [r["server"].get(spec.headline) for r in rounds]
         loss = [r["server"].get("loss") for r in rounds]
-        adv = [r["server"].get("fgsm_acc") for r in rounds]
+        adv = [r["server"].get(f"fgsm_{spec.headline}") for r in rounds]
         xlabel, what = "round", "global model on test"
     else:
         epochs = [r for r in lines if "epoch" in r and "val" in r]
         if not epochs:
             return None
         x = [r["epoch"] for r in epochs]
-        acc = [r["val"].get("acc") for r in epochs]
+        acc = [r["val"].get(spec.headline) for r in epochs]
         loss = [r["val"].get("loss") for r in epochs]
         adv = None
         xlabel, what = "epoch", "model on val"
@@ -110,8 +106,8 @@ def _plot_rounds(run_dir: Path, out: Path) -> Path | None:
     if adv and any(v is not None for v in adv):
         a1.plot(x, adv, marker="o", ms=3, label=f"FGSM eps {rounds[0]['server'].get('fgsm_eps', 0):g}")
     a1.set_xlabel(xlabel)
-    a1.set_ylabel("accuracy")
-    a1.set_title(f"accuracy, {what}")
+    a1.set_ylabel(spec.label)
+    a1.set_title(f"{spec.label}, {what}")
     a1.legend(fontsize=8)
     a2.plot(x, loss, marker="o", ms=3, color="C3")
     a2.set_xlabel(xlabel)
@@ -124,17 +120,19 @@ def _plot_rounds(run_dir: Path, out: Path) -> Path | None:
     return path
 
 
-def write_report(cfg: ExperimentConfig, run_dir: Path, data: ImageSplit | None = None) -> Path:
+def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None) -> Path:
     """report.md + plots/*.png from sweep.csv (and metrics.jsonl); returns the report path.
     ``data``: the swept images, when the caller has them loaded."""
+    task = task_for(cfg)
+    spec = task.spec
     rows = read_sweep(run_dir / SWEEP_CSV)
     data = data if data is not None else sweep_images(cfg)
-    chance = chance_rate(data.labels.numpy())
-    checks = run_checks(rows, chance, cfg.sweep.tolerance)
+    chance = task.chance(data)
+    checks = run_checks(rows, chance, cfg.sweep.tolerance, spec.column, spec.label)
     plots = run_dir / PLOTS
     plots.mkdir(exist_ok=True)
-    figures = _plot_sweep(rows, plots, chance)
-    rounds = _plot_rounds(run_dir, plots)
+    figures = _plot_sweep(rows, plots, chance, spec)
+    rounds = _plot_rounds(run_dir, plots, spec)
     summary = json.loads((run_dir / RunDir.SUMMARY).read_text()) if (run_dir / RunDir.SUMMARY).exists() else {}
     kind = summary.get("kind", "run")
     lines = [
@@ -142,14 +140,15 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: ImageSplit | None =
         f"{kind} · {cfg.data.dataset} · {cfg.model.name}" +
         (f" · {cfg.partition.num_clients} clients ({cfg.partition.scheme}) · {cfg.federation.strategy}"
          if kind == "federated" else "") + f" · local augmentation {cfg.augment.mode}", "",
-        f"{len(data)} test images (constant-guess accuracy {chance:.3f}); eps in pixel units on [0, 1]; "
+        f"{len(data)} test images (constant-guess {spec.label} {chance:.3f}); eps in pixel units on [0, 1]; "
         f"PGD {cfg.sweep.pgd_steps} steps × {cfg.sweep.pgd_restarts} restart(s); Square "
         f"{cfg.sweep.square_queries} queries, against the onnxruntime models only. "
         "White-box attacks on ONNX targets are crafted on the torch student and scored by onnxruntime.", "",
         "## Sanity checks", "",
         *[f"- {'✓' if c.ok else '✗ **VIOLATED**'} {c.name} — {LABELS.get(c.target, c.target)}: {c.detail}"
           for c in checks], "",
-        "## Accuracy by attack (rows: model × defense; columns: clean and each eps)", "",
+        f"## {spec.label[0].upper() + spec.label[1:]} by attack (rows: model × defense; columns: clean and each eps)",
+        "",
     ]
     for attack in dict.fromkeys(r["attack"] for r in rows):
         if attack != "clean":

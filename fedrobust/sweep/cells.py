@@ -1,7 +1,8 @@
 """One sweep cell = (target, attack, eps): craft adversarial inputs, score them on the target.
 
 Attack names (``sweep.attacks``):
-  fgsm, pgd               white-box on the target's torch weights, cross-entropy on logits (T = 1)
+  fgsm, pgd               white-box on the target's torch weights, the task's loss on logits (T = 1):
+                          cross-entropy for classes, Dice + BCE for masks
   fgsm-margin, pgd-margin the same with a CW-style margin loss: no softmax, so a saturated
                           (e.g. temperature-distilled) output cannot hide the gradient
   transfer-fgsm/-pgd      crafted on the torch global model (teacher), scored on the target
@@ -20,9 +21,10 @@ import torch
 from torch import nn
 
 from fedrobust.attacks import fgsm, invfgsm, pgd, sign_noise, square_attack
+from fedrobust.attacks.gradient import Loss
 from fedrobust.config import SweepSection
-from fedrobust.predict import predicted
 from fedrobust.sweep.targets import Target
+from fedrobust.tasks.base import Task
 
 WHITE_BOX = ("fgsm", "pgd", "fgsm-margin", "pgd-margin")
 TRANSFER = ("transfer-fgsm", "transfer-pgd")
@@ -74,45 +76,46 @@ def _batched(fn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> tor
 
 
 def _pgd_worst_case(source: nn.Module, target: Target, x: torch.Tensor, y: torch.Tensor, eps: float,
-                    w: SweepSection, loss: str, generator: torch.Generator) -> torch.Tensor:
-    """PGD with restarts; per image, the first restart that fools the *target's runtime* is kept."""
-    best = None
-    fooled = torch.zeros(len(y), dtype=torch.bool)
+                    w: SweepSection, loss: Loss, generator: torch.Generator, task: Task) -> torch.Tensor:
+    """PGD with restarts; per image, the restart that scores worst on the *target's runtime* is kept (the first
+    one that fools a classifier; the lowest IoU of a mask)."""
+    best, worst = None, np.full(len(y), np.inf)
     for _ in range(w.pgd_restarts):
         x_adv = _batched(lambda xb, yb: pgd(source, xb, yb, eps, steps=w.pgd_steps, loss=loss,
                                             generator=generator), x, y)
-        wrong = torch.from_numpy(predicted(target.logits(x_adv))) != y
+        scores = task.per_sample(target.logits(x_adv), y)
         if best is None:
             best = x_adv
-        take = wrong & ~fooled
+        take = torch.from_numpy(scores < worst)
         best[take] = x_adv[take]
-        fooled |= wrong
-        if bool(fooled.all()):
+        worst = np.minimum(worst, scores)
+        if bool((worst <= 0).all()):
             break
     assert best is not None
     return best
 
 
 def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, w: SweepSection,
-          seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+          seed: int, task: Task) -> tuple[torch.Tensor, dict[str, float]]:
     """Adversarial (or baseline) images for one cell, plus extra facts (e.g. mean queries)."""
-    eps, attack = cell.eps, cell.attack
+    eps, attack, ce = cell.eps, cell.attack, task.loss
     source_key = crafted_on(cell, w)[0]
     seed = Cell(source_key, cell.attack, cell.eps).seed(seed)  # shared images, shared randomness
     generator = torch.Generator().manual_seed(seed)
     source = target.source
     extra: dict[str, float] = {}
     if attack == "fgsm":
-        return _batched(lambda xb, yb: fgsm(source, xb, yb, eps), x, y), extra
+        return _batched(lambda xb, yb: fgsm(source, xb, yb, eps, ce), x, y), extra
     if attack == "fgsm-margin":
-        return _batched(lambda xb, yb: fgsm(source, xb, yb, eps, loss="margin"), x, y), extra
+        return _batched(lambda xb, yb: fgsm(source, xb, yb, eps, task.margin), x, y), extra
     if attack in ("pgd", "pgd-margin"):
-        loss = "margin" if attack == "pgd-margin" else "ce"
-        return _pgd_worst_case(source, target, x, y, eps, w, loss, generator), extra
+        loss = task.margin if attack == "pgd-margin" else ce
+        return _pgd_worst_case(source, target, x, y, eps, w, loss, generator, task), extra
     if attack == "transfer-fgsm":
-        return _batched(lambda xb, yb: fgsm(teacher, xb, yb, eps), x, y), extra
+        return _batched(lambda xb, yb: fgsm(teacher, xb, yb, eps, ce), x, y), extra
     if attack == "transfer-pgd":
-        return _batched(lambda xb, yb: pgd(teacher, xb, yb, eps, steps=w.pgd_steps, generator=generator), x, y), extra
+        return _batched(lambda xb, yb: pgd(teacher, xb, yb, eps, steps=w.pgd_steps, loss=ce, generator=generator),
+                        x, y), extra
     if attack == "square":
         x_adv, queries = square_attack(lambda a: target.logits(torch.from_numpy(a)), x.numpy(), y.numpy(), eps,
                                        n_queries=w.square_queries, generator=seed)
@@ -121,5 +124,5 @@ def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: to
     if attack == "noise":
         return sign_noise(x, eps, generator=generator), extra
     if attack == "invfgsm":
-        return _batched(lambda xb, yb: invfgsm(source, xb, yb, eps), x, y), extra
+        return _batched(lambda xb, yb: invfgsm(source, xb, yb, eps, ce), x, y), extra
     raise ValueError(f"unknown attack {attack!r}")

@@ -2,7 +2,7 @@
 
 - PGD is at least as strong as FGSM (same loss);
 - transfer, black-box and random noise are not stronger than the best white-box attack;
-- accuracy falls as eps grows, toward chance at the largest eps;
+- the score (accuracy, or polyp IoU for masks) falls as eps grows, toward chance at the largest eps;
 - the ONNX fp32 model predicts exactly what its torch source predicts on clean images.
 Each check has a tolerance (``sweep.tolerance``) for the randomness of PGD starts and Square.
 """
@@ -25,17 +25,18 @@ class Check:
     detail: str
 
 
-def accuracy_table(rows: list[dict]) -> dict[tuple[str, str], dict[float, float]]:
-    """{(target, attack): {eps: accuracy}}."""
+def score_table(rows: list[dict], column: str) -> dict[tuple[str, str], dict[float, float]]:
+    """{(target, attack): {eps: the ``column`` score (e.g. accuracy)}}."""
     table: dict[tuple[str, str], dict[float, float]] = {}
     for r in rows:
-        table.setdefault((r["target"], r["attack"]), {})[r["eps"]] = r["accuracy"]
+        table.setdefault((r["target"], r["attack"]), {})[r["eps"]] = r[column]
     return table
 
 
-def run_checks(rows: list[dict], chance: float, tol: float) -> list[Check]:
-    """``chance``: the majority-class share of the swept images (accuracy of a constant guess)."""
-    t = accuracy_table(rows)
+def run_checks(rows: list[dict], chance: float, tol: float, column: str, label: str) -> list[Check]:
+    """``chance``: the ``column`` score of a constant guess (the majority-class share for accuracy); ``label``
+    names the score in the checks' wording."""
+    t = score_table(rows, column)
     targets = list(dict.fromkeys(r["target"] for r in rows))
     checks: list[Check] = []
     for target in targets:
@@ -60,7 +61,7 @@ def run_checks(rows: list[dict], chance: float, tol: float) -> list[Check]:
                                                                    for e in bad)))
             eps = sorted(best)
             drops = [(a, b) for a, b in itertools.pairwise(eps) if best[b] > best[a] + tol]
-            checks.append(Check("accuracy falls as eps grows", target, not drops,
+            checks.append(Check(f"{label} falls as eps grows", target, not drops,
                                 "monotone (best white-box)" if not drops else
                                 "rises from " + ", ".join(f"{a:g}→{b:g}" for a, b in drops)))
             top = eps[-1]

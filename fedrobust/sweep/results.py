@@ -11,17 +11,24 @@ from pathlib import Path
 import torch
 
 from fedrobust.config import ExperimentConfig
-from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.rundir import atomic_write_bytes
+from fedrobust.tasks.base import Split
+from fedrobust.tasks.registry import task_for
+from fedrobust.tasks.specs import SPECS
 
 SWEEP_CSV = "sweep.csv"
 PARTIAL = ".sweep.partial.csv"
-COLUMNS = ["target", "attack", "eps", "accuracy", "auc", "n", "seconds", "mean_queries"]
+_TEXT = ("target", "attack", "n", "seconds", "mean_queries")  # every other column is a number
 
 
-def sweep_images(cfg: ExperimentConfig) -> ImageSplit:
+def columns(task: str) -> list[str]:
+    """sweep.csv's header for ``task``: the cell, the task's metrics (classification: accuracy, auc), timing."""
+    return ["target", "attack", "eps", *SPECS[task].columns, "n", "seconds", "mean_queries"]
+
+
+def sweep_images(cfg: ExperimentConfig) -> Split:
     """The test split, or a seeded sample of ``sweep.max_images`` of it."""
-    test = load_from_config(cfg.data, "test")
+    test = task_for(cfg).load(cfg.data, "test")
     n = cfg.sweep.max_images
     if not n or n >= len(test):
         return test
@@ -31,15 +38,12 @@ def sweep_images(cfg: ExperimentConfig) -> ImageSplit:
 
 def read_sweep(path: Path) -> list[dict[str, str | float]]:
     with Path(path).open(newline="") as fh:
-        rows: list[dict[str, str | float]] = []
-        for r in csv.DictReader(fh):
-            rows.append({**r, "eps": float(r["eps"]), "accuracy": float(r["accuracy"]), "auc": float(r["auc"])})
-    return rows
+        return [{k: v if k in _TEXT else float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
-def write_sweep(run_dir: Path, rows: list[dict[str, str]]) -> Path:
-    """``run_dir/sweep.csv`` with ``rows`` in one atomic step."""
-    text = ",".join(COLUMNS) + "\n" + "".join(",".join(str(r.get(k, "")) for k in COLUMNS) + "\n" for r in rows)
+def write_sweep(run_dir: Path, rows: list[dict[str, str]], header: list[str]) -> Path:
+    """``run_dir/sweep.csv`` with ``rows`` under ``header`` in one atomic step."""
+    text = ",".join(header) + "\n" + "".join(",".join(str(r.get(k, "")) for k in header) + "\n" for r in rows)
     atomic_write_bytes(run_dir / SWEEP_CSV, text.encode())
     return run_dir / SWEEP_CSV
 

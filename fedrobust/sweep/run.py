@@ -20,9 +20,9 @@ from fedrobust.errors import ConfigError
 from fedrobust.progress import progress_bar
 from fedrobust.seeding import seed_everything
 from fedrobust.sweep.cells import Cell, applies, craft, crafted_on
-from fedrobust.sweep.results import COLUMNS, PARTIAL, read_partial, settings_blob, sweep_images, write_sweep
+from fedrobust.sweep.results import PARTIAL, columns, read_partial, settings_blob, sweep_images, write_sweep
 from fedrobust.sweep.targets import load_targets, teacher_of
-from fedrobust.train.evaluate import score_logits
+from fedrobust.tasks.registry import task_for
 
 
 def plan(cfg: ExperimentConfig, target_names: list[str]) -> list[Cell]:
@@ -37,6 +37,8 @@ def plan(cfg: ExperimentConfig, target_names: list[str]) -> list[Cell]:
 def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> Path:
     """Run (or resume) the sweep of ``run_dir``; returns the path of sweep.csv."""
     seed_everything(cfg.run.seed, cfg.run.threads)
+    task = task_for(cfg)
+    header = columns(task.name)
     targets = load_targets(cfg, run_dir)
     if not targets:
         raise ConfigError(f"sweep.targets: none of {', '.join(cfg.sweep.targets)} exists in {run_dir}; "
@@ -55,7 +57,7 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     log(f"sweeping {', '.join(by_name)} on {len(data)} test images: {len(cells)} cells")
     new = not partial.exists()
     with partial.open("a", newline="") as fh, progress_bar(total=len(todo), desc="sweep", unit="cell") as bar:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=header)
         if new:
             writer.writeheader()
         cached: tuple[Any, torch.Tensor, dict[str, float]] | None = None  # consecutive cells share images
@@ -67,18 +69,18 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
             elif cached is not None and cached[0] == crafted_on(cell, cfg.sweep):
                 x, extra = cached[1], cached[2]
             else:
-                x, extra = craft(cell, target, teacher, data.images, data.labels, cfg.sweep, cfg.run.seed)
+                x, extra = craft(cell, target, teacher, data.images, data.targets, cfg.sweep, cfg.run.seed, task)
                 cached = (crafted_on(cell, cfg.sweep), x, extra)
-            scores = score_logits(target.logits(x), data)
+            scores = task.score(target.logits(x), data)
             row = {"target": cell.target, "attack": cell.attack, "eps": cell.key[2],
-                   "accuracy": f"{scores['acc']:.6f}", "auc": f"{scores['auc']:.6f}", "n": len(data),
+                   **{col: f"{scores[metric]:.6f}" for col, metric in task.spec.columns.items()}, "n": len(data),
                    "seconds": f"{time.perf_counter() - started:.3f}",
                    "mean_queries": f"{extra['mean_queries']:.1f}" if "mean_queries" in extra else ""}
             writer.writerow(row)
             fh.flush()
             done[cell.key] = {k: str(v) for k, v in row.items()}
             bar.update(1)
-    path = write_sweep(run_dir, [done[c.key] for c in cells])
+    path = write_sweep(run_dir, [done[c.key] for c in cells], header)
     partial.unlink(missing_ok=True)
     partial.with_suffix(".json").unlink(missing_ok=True)
     log(f"sweep table {path}")

@@ -9,9 +9,8 @@ from typing import Any
 
 import torch
 
-from fedrobust.augment import AdversarialPolicy, ClassicAugment
+from fedrobust.augment import AdversarialPolicy
 from fedrobust.config import ExperimentConfig
-from fedrobust.data.loading import load_from_config
 from fedrobust.models import count_parameters
 from fedrobust.models.from_config import model_for
 from fedrobust.pipeline import after_training
@@ -19,6 +18,7 @@ from fedrobust.progress import progress_bar
 from fedrobust.rundir import RunDir
 from fedrobust.seeding import seed_everything
 from fedrobust.selection import KeepBest
+from fedrobust.tasks.registry import task_for
 from fedrobust.train.evaluate import evaluate, evaluate_robust
 from fedrobust.train.local import class_weights, make_optimizer, train_epoch
 
@@ -26,45 +26,46 @@ from fedrobust.train.local import class_weights, make_optimizer, train_epoch
 def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) -> RunDir:
     """Train on the train split, select on val, report on test; returns the run directory."""
     generator = seed_everything(cfg.run.seed, cfg.run.threads)
-    train, val, test = (load_from_config(cfg.data, s) for s in ("train", "val", "test"))
-    info = train.info
+    task = task_for(cfg)
+    train, val, test = (task.load(cfg.data, s) for s in ("train", "val", "test"))
     model = model_for(cfg)
     optimizer = make_optimizer(model, cfg.train)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.train.epochs)
                  if cfg.train.scheduler == "cosine" else None)
-    policy = AdversarialPolicy(cfg.augment, torch.Generator().manual_seed(cfg.run.seed + 1))
+    policy = AdversarialPolicy(cfg.augment, torch.Generator().manual_seed(cfg.run.seed + 1), task.loss)
     a = cfg.augment
-    classic = ClassicAugment.of(a.classic, a, cfg.data.image_size)
-    weights = class_weights(cfg.train, train.labels, info.num_classes)
+    classic = task.classic(a.classic, a, cfg.data.image_size)
+    weights = class_weights(cfg.train, train.targets, task.input_shape(cfg.data)[1])
     run = RunDir.create(cfg)
     with run.lock("fedrobust train"):  # one writer: a second command on this folder is refused
-        log(f"run {run.path}: {cfg.model.name} ({count_parameters(model):,} params) on {info.flag} "
+        log(f"run {run.path}: {cfg.model.name} ({count_parameters(model):,} params) on {cfg.data.dataset} "
             f"train/val/test {len(train)}/{len(val)}/{len(test)}, augment={a.mode}")
 
         best = KeepBest(cfg.train.select)
         started = time.perf_counter()
         for epoch in range(cfg.train.epochs):
             with progress_bar(total=len(train), desc=f"epoch {epoch + 1}/{cfg.train.epochs}") as bar:
-                stats = train_epoch(model, train.images, train.labels, optimizer, cfg.train, policy,
-                                    classic, epoch, generator, progress=bar, class_weight=weights)
+                stats = train_epoch(model, train.images, train.targets, optimizer, cfg.train, policy,
+                                    classic, epoch, generator, progress=bar, class_weight=weights, task=task)
             lr = optimizer.param_groups[0]["lr"]
             if scheduler is not None:
                 scheduler.step()
-            val_m = evaluate(model, val, cfg.eval.batch_size)
+            val_m = evaluate(model, val, cfg.eval.batch_size, task=task)
             run.log({"epoch": epoch + 1, "lr": lr, "train": stats.to_dict(), "val": val_m})
             log(f"epoch {epoch + 1:3d}  loss {stats.loss:.4f}  adv {stats.adv_share:.2f}  "
-                f"val acc {val_m['acc']:.3f} auc {val_m['auc']:.3f}  ({stats.seconds:.1f}s)")
+                f"val {task.describe(val_m)}  ({stats.seconds:.1f}s)")
             best.offer(epoch + 1, val_m, model)
         run.save_checkpoint("last.pt", {"model": model.state_dict(), "epoch": cfg.train.epochs})
         best.restore(model)
         best_epoch = best.step
         run.save_checkpoint("model.pt", {"model": model.state_dict(), "epoch": best_epoch,
                                          "model_name": cfg.model.name, "config": cfg.to_dict()})
-        test_m = evaluate(model, test, cfg.eval.batch_size)
-        robust = evaluate_robust(model, test, cfg.eval.fgsm_eps, cfg.eval.batch_size)
+        test_m = evaluate(model, test, cfg.eval.batch_size, task=task)
+        robust = evaluate_robust(model, test, cfg.eval.fgsm_eps, cfg.eval.batch_size, task=task)
         summary = {
             "kind": "centralized",
-            "dataset": info.flag,
+            "dataset": cfg.data.dataset,
+            "task": task.name,
             "model": cfg.model.name,
             "parameters": count_parameters(model),
             "augment": cfg.augment.mode,
@@ -75,10 +76,11 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
             "test_fgsm": robust,
         }
         run.write_summary(summary)
-        fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in robust.items())
-        log(f"test acc {test_m['acc']:.3f}  auc {test_m['auc']:.3f}  (epoch {best_epoch}, by {cfg.train.select})")
+        h = task.headline
+        fg = "  ".join(f"{e}:{m[h]:.3f}" for e, m in robust.items())
+        log(f"test {task.describe(test_m)}  (epoch {best_epoch}, by {cfg.train.select})")
         if fg:
-            log(f"test FGSM acc by eps  {fg}")
+            log(f"test FGSM {h} by eps  {fg}")
         after_training(cfg, run.path, log)
         log(f"results in {run.path}")
         sys.stdout.flush()

@@ -9,11 +9,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from fedrobust.attacks import classification_loss
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import TrainSection
 from fedrobust.errors import FedrobustError
-from fedrobust.predict import predicted
+from fedrobust.tasks.base import Task
 from fedrobust.train.batches import iterate_batches
 
 
@@ -22,7 +21,7 @@ class EpochStats:
     """What one pass over the local data did."""
 
     loss: float  # mean training loss over all samples trained on (clean + adversarial)
-    accuracy: float  # accuracy on the clean samples, measured during training (train mode)
+    accuracy: float  # the task's per-sample score (accuracy; IoU for masks) on the clean samples, in train mode
     num_examples: int  # clean samples seen
     adv_share: float  # adversarial samples / samples trained on
     seconds: float
@@ -41,7 +40,7 @@ def make_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def class_weights(cfg: TrainSection, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+def class_weights(cfg: TrainSection, labels: torch.Tensor, num_classes: int | None) -> torch.Tensor | None:
     """Per-class loss weights for ``train.class_weights``: None, or "balanced" (n / (C * n_c), as
     scikit-learn's), from ``labels``: the whole training split, not a client's skewed shard, so all
     clients of a federation weight the classes alike. A class absent from ``labels`` gets weight 0."""
@@ -53,7 +52,7 @@ def class_weights(cfg: TrainSection, labels: torch.Tensor, num_classes: int) -> 
 
 
 def _fused_step(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: AdversarialPolicy,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, policy: AdversarialPolicy, task: Task,
     class_weight: torch.Tensor | None = None,
 ) -> tuple[float, int, int, torch.Tensor]:
     """Clean forward/backward that also yields d loss / d x, then one backward on the adversarial copies.
@@ -64,11 +63,11 @@ def _fused_step(
     m = max(1, round(policy.cfg.fraction * n)) * (2 if policy.cfg.mode == "both" else 1)
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    clean = classification_loss(logits, y, reduction="sum", class_weight=class_weight)
+    clean = task.loss(logits, y, reduction="sum", class_weight=class_weight)
     (clean / (n + m)).backward()
     # a positive per-sample weight scales x.grad but not its sign: FGSM's step is unchanged
     batch = policy.augment(model, x.detach(), y, input_grad=x.grad)
-    adv = classification_loss(model(batch.x), batch.y, reduction="sum", class_weight=class_weight)
+    adv = task.loss(model(batch.x), batch.y, reduction="sum", class_weight=class_weight)
     (adv / (n + batch.n_adv)).backward()
     return float(clean.detach() + adv.detach()), n + batch.n_adv, batch.n_adv, logits.detach()
 
@@ -87,8 +86,10 @@ def train_epoch(
     proximal_mu: float = 0.0,
     anchor: list[torch.Tensor] | None = None,
     class_weight: torch.Tensor | None = None,
+    *,
+    task: Task,
 ) -> EpochStats:
-    """Train ``model`` in place for one epoch over ``(x, y)``; returns its statistics.
+    """Train ``model`` in place for one epoch over ``(x, y)`` on ``task``'s loss; returns its statistics.
 
     With ``proximal_mu > 0`` and ``anchor`` (the global parameters), adds FedProx's proximal
     term mu/2 * ||w - w_global||^2 through its gradient mu * (w - w_global). ``class_weight``:
@@ -98,19 +99,19 @@ def train_epoch(
     adversarial = policy is not None and policy.active(epoch)
     fused = adversarial and policy.cfg.fused
     start = time.perf_counter()
-    loss_sum, trained, adv_total, correct, clean_seen, steps = 0.0, 0, 0, 0, 0, 0
+    loss_sum, trained, adv_total, correct, clean_seen, steps = 0.0, 0, 0, 0.0, 0, 0
     for xb, yb in iterate_batches(x, y, cfg.batch_size, shuffle=True, generator=generator,
                                   drop_last_singleton=True):
         if classic:
-            xb = classic(xb)
+            xb, yb = classic(xb, yb)
         optimizer.zero_grad(set_to_none=True)
         if fused:
-            batch_loss, n_trained, n_adv, clean_logits = _fused_step(model, xb, yb, policy, class_weight)
+            batch_loss, n_trained, n_adv, clean_logits = _fused_step(model, xb, yb, policy, task, class_weight)
         else:
             batch = policy.augment(model, xb, yb) if adversarial else None
             bx, by = (batch.x, batch.y) if batch else (xb, yb)
             logits = model(bx)
-            loss = classification_loss(logits, by, reduction="sum", class_weight=class_weight)
+            loss = task.loss(logits, by, reduction="sum", class_weight=class_weight)
             (loss / len(by)).backward()
             batch_loss, n_trained, n_adv = float(loss.detach()), len(by), batch.n_adv if batch else 0
             clean_logits = logits[: len(yb)].detach()
@@ -128,7 +129,7 @@ def train_epoch(
         trained += n_trained
         adv_total += n_adv
         clean_seen += len(yb)
-        correct += int((predicted(clean_logits) == yb).sum())
+        correct += float(task.per_sample(clean_logits, yb).sum())
         if progress is not None:
             progress.update(len(yb))
     return EpochStats(

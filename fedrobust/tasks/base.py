@@ -1,0 +1,111 @@
+"""The interface between the pipeline and a task: one object answers every task-specific question.
+
+The federation, adversarial augmentation, attacks, sweeps, export and reports hold a ``Task`` and ask
+it; they never look at labels, masks, logit shapes or metric names themselves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+from fedrobust.tasks.specs import TaskSpec
+
+if TYPE_CHECKING:
+    from fedrobust.config.schema import AugmentSection, DataSection, PartitionSection
+
+
+class Split(Protocol):
+    """One split in memory: images (N, C, H, W) float32 in [0, 1] and their targets, N of them."""
+
+    images: torch.Tensor
+    split: str
+
+    @property
+    def targets(self) -> torch.Tensor: ...
+
+    def __len__(self) -> int: ...
+
+    def subset(self, indices: np.ndarray | list[int]) -> Split: ...
+
+
+class PairedAugment(Protocol):
+    """Classic random views: ``(images, targets) -> (images, targets)``, truthy when it does anything."""
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def __bool__(self) -> bool: ...
+
+
+class Task(ABC):
+    """What differs between tasks. Stateless: one instance per task serves every run."""
+
+    spec: TaskSpec
+    output_name: str  # the ONNX output
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def headline(self) -> str:
+        return self.spec.headline
+
+    # data --------------------------------------------------------------------------------------
+    @abstractmethod
+    def load(self, data: DataSection, split: str) -> Split:
+        """``split`` (train/val/test) as ``[data]`` describes it."""
+
+    @abstractmethod
+    def input_shape(self, data: DataSection) -> tuple[int, int]:
+        """(input channels, output channels) of the run's models."""
+
+    @abstractmethod
+    def partition(self, train: Split, p: PartitionSection, seed: int) -> list[np.ndarray]:
+        """One index array per client into ``train``, by ``[partition]``."""
+
+    @abstractmethod
+    def partition_table(self, train: Split, parts: list[np.ndarray]) -> tuple[list[str], np.ndarray]:
+        """(column names, counts per client and column) of what the partition balances on."""
+
+    @abstractmethod
+    def classic(self, names: list[str], aug: AugmentSection, image_size: int) -> PairedAugment:
+        """Random flips/rotations/crops/jitter, applied to images and (where spatial) their targets alike."""
+
+    # learning ----------------------------------------------------------------------------------
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean",
+             class_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The training loss, per sample before ``reduction``; also what FGSM / inverse FGSM differentiate."""
+
+    @abstractmethod
+    def margin(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """A loss without saturation for the ``*-margin`` attacks (larger = more wrong)."""
+
+    @abstractmethod
+    def per_sample(self, logits: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> np.ndarray:
+        """A score in [0, 1] per sample (1 = right): training accuracy, PGD restarts' worst case."""
+
+    # evaluation --------------------------------------------------------------------------------
+    @abstractmethod
+    def score(self, logits: np.ndarray, split: Split) -> dict[str, float]:
+        """The task's metrics (``spec.metrics``) of logits of any runtime (torch or onnxruntime)."""
+
+    @abstractmethod
+    def chance(self, split: Split) -> float:
+        """The headline metric of a constant prediction: the floor sanity checks compare to."""
+
+    def describe(self, m: dict[str, Any]) -> str:
+        """Metrics as a short human phrase, e.g. ``acc 0.782 auc 0.830``."""
+        return " ".join(f"{k} {m[k]:.3f}" for k in self.spec.metrics[:2] if k in m)
+
+    # the edge ----------------------------------------------------------------------------------
+    @abstractmethod
+    def metadata(self, data: DataSection) -> dict[str, Any]:
+        """The task-specific fields of an exported model's metadata (task, class names, threshold...)."""
+
+    min_parity_agreement: float = 1.0  # share of predictions ONNX fp32 must share with torch
+    prediction_unit: str = "images"  # what one prediction is about (agreement is counted in these)

@@ -1,0 +1,110 @@
+"""Binary segmentation (Kvasir-SEG polyps): pixel masks, (N, 1, H, W) mask logits, MONAI's Dice + BCE loss and
+its IoU / Dice metrics, partitions by polyp size.
+
+Metrics, per image and then averaged over the split (as the Kvasir-SEG literature reports them):
+``iou`` and ``dice`` of the polyp class; ``miou``, the two-class mean IoU (background and polyp) that
+Pervin et al.'s "mean IoU" is. A pixel is polyp when its logit is > 0 (probability > 0.5).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedrobust.augment.classic import ClassicAugment
+from fedrobust.data.mask_partition import partition_masks, size_table
+from fedrobust.data.segmentation import MaskSplit, load_seg_split
+from fedrobust.tasks.base import Task
+from fedrobust.tasks.specs import SEGMENTATION
+
+if TYPE_CHECKING:
+    from fedrobust.config.schema import AugmentSection, DataSection, PartitionSection
+
+SIZE_BINS = ("smallest", "small", "large", "largest")  # polyp-size quartiles the partition balances on
+SPLIT_SEED = 0  # the train/val/test split by file name is fixed: every run and seed tests on the same images
+
+
+def _dice_loss():
+    from monai.losses import DiceLoss
+
+    return DiceLoss(sigmoid=True, reduction="none")
+
+
+def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
+    return per_sample.sum() if reduction == "sum" else per_sample.mean() if reduction == "mean" else per_sample
+
+
+def _binary(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    return (torch.as_tensor(x) > 0).float()
+
+
+def polyp_iou(logits: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Per-image polyp IoU (MONAI ``compute_iou``); an empty mask predicted empty counts 1."""
+    from monai.metrics import compute_iou
+
+    return compute_iou(_binary(logits), torch.as_tensor(masks).float(), ignore_empty=False)[:, 0].double().numpy()
+
+
+class Segmentation(Task):
+    spec = SEGMENTATION
+    output_name = "mask_logits"
+    min_parity_agreement = 0.999  # of pixels; a logit within 1e-4 of 0 may flip between runtimes
+    prediction_unit = "pixels"
+
+    def __init__(self) -> None:
+        self._dice = _dice_loss()
+
+    def load(self, data: DataSection, split: str) -> MaskSplit:
+        return load_seg_split(split, data.root or None, image_size=data.image_size, seed=SPLIT_SEED,
+                              dataset=data.dataset)
+
+    def input_shape(self, data: DataSection) -> tuple[int, int]:
+        return 3, 1
+
+    def partition(self, train: MaskSplit, p: PartitionSection, seed: int) -> list[np.ndarray]:
+        return partition_masks(train.masks, p.num_clients, p.scheme, seed=seed, alpha=p.alpha,
+                               min_samples=p.min_samples, bins=len(SIZE_BINS))
+
+    def partition_table(self, train: MaskSplit, parts: list[np.ndarray]) -> tuple[list[str], np.ndarray]:
+        return [f"{b} polyps" for b in SIZE_BINS], size_table(train.masks, parts, len(SIZE_BINS))
+
+    def classic(self, names: list[str], aug: AugmentSection, image_size: int) -> ClassicAugment:
+        return ClassicAugment.of(names, aug, image_size, masks=True)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean",
+             class_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Dice + binary cross-entropy per image (MONAI's DiceCELoss, kept per image so a batch can be summed)."""
+        y = y.to(logits.dtype)
+        dice = self._dice(logits, y).reshape(len(logits))
+        bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none").flatten(1).mean(1)
+        return _reduce(dice + bce, reduction)
+
+    def margin(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Mean per-pixel margin of the wrong side: ``z`` on background, ``-z`` on polyp."""
+        signed = torch.where(y.bool(), -logits, logits)
+        return _reduce(signed.flatten(1).mean(1), reduction)
+
+    def per_sample(self, logits: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> np.ndarray:
+        return polyp_iou(logits, y)
+
+    def score(self, logits: np.ndarray, split: MaskSplit) -> dict[str, float]:
+        from monai.metrics import compute_dice, compute_iou
+
+        pred, y = _binary(logits), split.masks.float()
+        iou = compute_iou(pred, y, ignore_empty=False)[:, 0]
+        dice = compute_dice(pred, y, ignore_empty=False)[:, 0]
+        both = compute_iou(torch.cat([1 - pred, pred], 1), torch.cat([1 - y, y], 1), ignore_empty=False)
+        return {"iou": float(iou.mean()), "dice": float(dice.mean()), "miou": float(both.mean(1).mean())}
+
+    def chance(self, split: MaskSplit) -> float:
+        """Polyp IoU of predicting all background: 0 on every image with a polyp."""
+        return self.score(np.full(tuple(split.masks.shape), -1.0, dtype=np.float32), split)[self.headline]
+
+    def describe(self, m: dict[str, Any]) -> str:
+        return " ".join(f"{label} {m[k]:.3f}" for k, label in (("iou", "IoU"), ("dice", "Dice")) if k in m)
+
+    def metadata(self, data: DataSection) -> dict[str, Any]:
+        return {"dataset": data.dataset, "task": "segmentation", "class_names": ["background", "polyp"]}

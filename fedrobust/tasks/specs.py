@@ -1,0 +1,59 @@
+"""What a config may say for each task, as plain data: checked at config load without loading torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedrobust.config.schema import SWEEP_ATTACKS
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The choices and defaults of one task (``data.task``)."""
+
+    name: str
+    model_kind: str  # the registry kind its models must have ("classifier" / "segmenter")
+    schemes: tuple[str, ...]  # partition.scheme
+    metrics: tuple[str, ...]  # what score() returns besides the loss; "val_<metric>" selects on it
+    headline: str  # the metric sweeps, tables and "val_fgsm" report
+    attacks: tuple[str, ...]  # sweep.attacks it supports
+    columns: dict[str, str]  # sweep.csv column -> metric, headline first
+    label: str  # the headline metric for people, e.g. "accuracy"
+    short: str  # ... in a table header, e.g. "ACC"
+    defaults: dict[str, Any] = field(default_factory=dict)  # "section.key" -> value, for keys a config leaves out
+
+    @property
+    def column(self) -> str:
+        """The sweep.csv column of the headline metric."""
+        return next(c for c, m in self.columns.items() if m == self.headline)
+
+    @property
+    def selects(self) -> tuple[str, ...]:
+        """Values of train.select / federation.select: a val metric, FGSM on val, or the newest."""
+        return (*(f"val_{m}" for m in self.metrics), "val_fgsm", "last")
+
+
+CLASSIFICATION = TaskSpec(
+    name="classification", model_kind="classifier", schemes=("iid", "dirichlet", "shards"),
+    metrics=("acc", "auc"), headline="acc", attacks=SWEEP_ATTACKS,
+    columns={"accuracy": "acc", "auc": "auc"}, label="accuracy", short="ACC",
+)
+
+# The paper's size (128 px, UNet) and eps grid; the Kvasir-SEG folder under the segmentation root.
+SEGMENTATION = TaskSpec(
+    name="segmentation", model_kind="segmenter", schemes=("iid", "quantity", "dirichlet"),
+    metrics=("iou", "dice", "miou"), headline="iou",
+    attacks=tuple(a for a in SWEEP_ATTACKS if a != "square"),
+    columns={"iou": "iou", "dice": "dice", "miou": "miou"}, label="polyp IoU", short="IoU",
+    defaults={
+        "data.dataset": "kvasir-seg", "data.image_size": 128, "model.name": "unet",
+        "distill.student": "unet_student", "train.select": "val_iou", "train.batch_size": 16,
+        "eval.batch_size": 32, "eval.fgsm_eps": [0.0012, 0.0118, 0.1176], "federation.eval_eps": 0.0118,
+        "sweep.eps": sorted([0.0012, 0.0118, 0.1176, 1 / 255, 2 / 255, 4 / 255, 8 / 255]),
+        "sweep.attacks": ["fgsm", "pgd", "invfgsm", "noise", "transfer-fgsm", "transfer-pgd"],
+        "export.calibration_size": 64,
+    },
+)
+
+SPECS = {s.name: s for s in (CLASSIFICATION, SEGMENTATION)}
