@@ -10,13 +10,24 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
 from fedrobust.edge.images import EdgeError, load_image, load_npz, npz_images_key, npz_labels
+from fedrobust.edge.masks import (
+    folder_pairs,
+    iou_dice_per_image,
+    load_mask,
+    masks_of,
+    npz_masks,
+    save_mask_png,
+    save_overlay_png,
+)
+from fedrobust.edge.metadata import ModelMetadata
 from fedrobust.edge.model import EdgeModel
 
 PROG = "fedrobust-edge"
@@ -31,13 +42,21 @@ examples:
   fedrobust-edge predict model.onnx scan1.png scan2.jpg
   fedrobust-edge predict model.onnx scan.png --top 1
   fedrobust-edge predict model.onnx --npz breastmnist.npz            # test_images; accuracy if test_labels
-  fedrobust-edge predict model.onnx --npz data.npz --key val_images --limit 100 --threads 2"""
+  fedrobust-edge predict model.onnx --npz data.npz --key val_images --limit 100 --threads 2
+  fedrobust-edge predict unet.onnx polyp.jpg --out masks/            # segmentation: mask + overlay PNGs
+  fedrobust-edge predict unet.onnx --npz kvasir.npz --out masks/     # + iou, dice if test_masks
+  fedrobust-edge predict unet.onnx --folder Kvasir-SEG --out masks/  # images/ + masks/: iou, dice"""
 
 PREDICT_HELP = """\
 Images are converted to the model's channels (grey or RGB) and resized to its input size.
 npz arrays (uint8 0-255, or float in [0, 1]; layout N,H,W or N,C,H,W or N,H,W,C) must
 already have the model's size. With --npz, if the file has labels for the chosen images
-("test_images" -> "test_labels", "images" -> "labels"), the output includes "accuracy"."""
+("test_images" -> "test_labels", "images" -> "labels"), the output includes "accuracy".
+
+Segmentation models (task "segmentation") need --out DIR: each input gets <stem>.mask.png
+(0/255) and <stem>.overlay.png there. With masks for the images ("test_masks", "masks" in the
+npz: 0/1 or 0/255; or --folder DIR holding images/ and masks/ matched by file stem), the
+output includes the mean "iou" and "dice" of the polyp class."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     info.add_argument("model", metavar="MODEL.onnx", help="an ONNX file written by `fedrobust export`")
 
-    predict = sub.add_parser("predict", help="classify image files or an npz array; print JSON",
+    predict = sub.add_parser("predict", help="classify (or segment) image files or an npz array; print JSON",
                              description=PREDICT_HELP, epilog=EXAMPLES,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     predict.add_argument("model", metavar="MODEL.onnx", help="an ONNX file written by `fedrobust export`")
@@ -95,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=_positive, metavar="K",
                          help="list only the K most probable classes, most probable first (default: all, in "
                               "class order)")
+    predict.add_argument("--out", metavar="DIR", help="segmentation: write mask and overlay PNGs here (required; "
+                                                      "created if missing)")
+    predict.add_argument("--folder", metavar="DIR", help="segmentation: segment DIR/images and score against "
+                                                         "DIR/masks (Kvasir-SEG layout)")
     return parser
 
 
@@ -104,11 +127,22 @@ def _probabilities(row: np.ndarray, names: list[str], top: int | None) -> dict[s
 
 
 def _predict(args: argparse.Namespace) -> dict[str, Any]:
-    if bool(args.images) == bool(args.npz):
-        raise EdgeError("give either IMAGE files or --npz FILE" + (", not both" if args.images else ""))
+    sources = sum(map(bool, (args.images, args.npz, args.folder)))
+    if sources != 1:
+        raise EdgeError("give either IMAGE files or --npz FILE" + (" or --folder DIR" if args.folder else "")
+                        + {2: ", not both", 3: ", not all three"}.get(sources, ""))
     if not args.npz and (args.key is not None or args.limit is not None):
         raise EdgeError("--key and --limit only apply with --npz")
     model = EdgeModel(args.model, threads=args.threads)
+    if model.metadata.is_mask:
+        return _segment(args, model)
+    if args.out is not None or args.folder is not None:
+        raise EdgeError(f"--out and --folder only apply to segmentation models; {args.model} is a "
+                        f"{model.metadata.task} classifier")
+    return _classify(args, model)
+
+
+def _classify(args: argparse.Namespace, model: EdgeModel) -> dict[str, Any]:
     meta = model.metadata
     names = meta.class_names
     out: dict[str, Any] = {"model": args.model, "dataset": meta.dataset, "precision": meta.precision}
@@ -142,6 +176,99 @@ def _predict(args: argparse.Namespace) -> dict[str, Any]:
             for pred, true in zip(predictions, truth, strict=True):
                 pred["true_label"] = int(true)
             out["accuracy"] = round(float(np.mean(labels == truth)), 6)
+    out["predictions"] = predictions
+    return out
+
+
+# ------------------------------------------------------------------------------------------ segmentation
+
+_Batch = tuple[list[str], list[str], np.ndarray, np.ndarray | None]  # names, file stems, images, true masks
+
+
+def _out_dir(path: str | None, model: str) -> Path:
+    if path is None:
+        raise EdgeError(f"{model} is a segmentation model: pass --out DIR, the folder for its mask and overlay PNGs")
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise EdgeError(f"--out {out} is a file; give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeError(f"cannot create --out folder {out} ({exc.strerror or exc})") from None
+    return out
+
+
+def _file_batches(files: list[str], meta: ModelMetadata, batch_size: int) -> Iterator[_Batch]:
+    stems: dict[str, str] = {}
+    for f in files:
+        if Path(f).stem in stems:
+            raise EdgeError(f"{stems[Path(f).stem]} and {f} would write the same {Path(f).stem}.mask.png; "
+                            f"rename one or run them separately")
+        stems[Path(f).stem] = f
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        x = np.stack([load_image(f, meta.channels, meta.image_size) for f in chunk])
+        yield chunk, [Path(f).stem for f in chunk], x, None
+
+
+def _folder_batches(folder: str, meta: ModelMetadata, batch_size: int) -> Iterator[_Batch]:
+    pairs = folder_pairs(folder)
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        x = np.stack([load_image(image, meta.channels, meta.image_size) for _, image, _ in chunk])
+        truth = np.stack([load_mask(mask, meta.image_size) for _, _, mask in chunk])
+        yield [str(image) for _, image, _ in chunk], [stem for stem, _, _ in chunk], x, truth
+
+
+def _npz_batch(args: argparse.Namespace, key: str, meta: ModelMetadata) -> _Batch:
+    x = load_npz(args.npz, key, channels=meta.channels, size=meta.image_size, limit=args.limit)
+    truth = npz_masks(args.npz, key, meta.image_size, limit=args.limit)
+    if truth is not None and len(truth) != len(x):
+        raise EdgeError(f"{args.npz}: {len(x)} images but {len(truth)} masks")
+    digits, stem = len(str(len(x) - 1)), Path(args.npz).stem
+    return [f"{args.npz}[{i}]" for i in range(len(x))], [f"{stem}_{i:0{digits}d}" for i in range(len(x))], x, truth
+
+
+def _mask_entry(name: str, files: tuple[Path, Path], mask: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
+    polyp = proba[mask]
+    return {"file": name, "mask": str(files[0]), "overlay": str(files[1]),
+            "foreground_fraction": round(float(mask.mean()), 6),
+            "mean_polyp_probability": round(float(polyp.mean()), 6) if polyp.size else None}
+
+
+def _segment(args: argparse.Namespace, model: EdgeModel) -> dict[str, Any]:
+    """Masks and overlays into --out, one JSON entry per input, and mean IoU / Dice where masks are known."""
+    meta = model.metadata
+    if args.top is not None:
+        raise EdgeError("--top only applies to classification models")
+    out_dir = _out_dir(args.out, args.model)
+    out: dict[str, Any] = {"model": args.model, "dataset": meta.dataset, "precision": meta.precision,
+                           "task": meta.task, "threshold": meta.threshold, "out": str(out_dir)}
+    if args.npz:
+        out["npz_key"] = key = npz_images_key(args.npz, args.key)
+        batches: Iterator[_Batch] = iter([_npz_batch(args, key, meta)])
+    elif args.folder:
+        batches = _folder_batches(args.folder, meta, args.batch_size)
+    else:
+        batches = _file_batches(args.images, meta, args.batch_size)
+    predictions: list[dict[str, Any]] = []
+    scores: list[tuple[np.ndarray, np.ndarray]] = []
+    for names, stems, x, truth in batches:
+        masks, proba = masks_of(model, x, args.batch_size)
+        entries = []
+        for name, stem, image, mask, p in zip(names, stems, x, masks, proba, strict=True):
+            files = (out_dir / f"{stem}.mask.png", out_dir / f"{stem}.overlay.png")
+            save_mask_png(mask, files[0])
+            save_overlay_png(image, mask, files[1])
+            entries.append(_mask_entry(name, files, mask, p))
+        if truth is not None:
+            scores.append(iou_dice_per_image(masks, truth))
+            for entry, iou, dice in zip(entries, *scores[-1], strict=True):
+                entry["iou"], entry["dice"] = round(float(iou), 6), round(float(dice), 6)
+        predictions.extend(entries)
+    if scores:
+        out["iou"] = round(float(np.concatenate([s[0] for s in scores]).mean()), 6)
+        out["dice"] = round(float(np.concatenate([s[1] for s in scores]).mean()), 6)
     out["predictions"] = predictions
     return out
 

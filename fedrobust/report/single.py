@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fedrobust.checkpoint import load_model
 from fedrobust.config import ExperimentConfig
 from fedrobust.rundir import RunDir, atomic_write_bytes
 from fedrobust.sweep.checks import run_checks, score_table
@@ -133,6 +134,8 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
     plots.mkdir(exist_ok=True)
     figures = _plot_sweep(rows, plots, chance, spec)
     rounds = _plot_rounds(run_dir, plots, spec)
+    eps = cfg.federation.eval_eps
+    examples = task.pictures(lambda: load_model(cfg, run_dir / "model.pt"), data, eps, plots / "examples.png")
     summary = json.loads((run_dir / RunDir.SUMMARY).read_text()) if (run_dir / RunDir.SUMMARY).exists() else {}
     kind = summary.get("kind", "run")
     lines = [
@@ -141,8 +144,9 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
         (f" · {cfg.partition.num_clients} clients ({cfg.partition.scheme}) · {cfg.federation.strategy}"
          if kind == "federated" else "") + f" · local augmentation {cfg.augment.mode}", "",
         f"{len(data)} test images (constant-guess {spec.label} {chance:.3f}); eps in pixel units on [0, 1]; "
-        f"PGD {cfg.sweep.pgd_steps} steps × {cfg.sweep.pgd_restarts} restart(s); Square "
-        f"{cfg.sweep.square_queries} queries, against the onnxruntime models only. "
+        f"PGD {cfg.sweep.pgd_steps} steps × {cfg.sweep.pgd_restarts} restart(s)"
+        + (f"; Square {cfg.sweep.square_queries} queries, against the onnxruntime models only"
+           if "square" in cfg.sweep.attacks else "") + ". "
         "White-box attacks on ONNX targets are crafted on the torch student and scored by onnxruntime.", "",
         "## Sanity checks", "",
         *[f"- {'✓' if c.ok else '✗ **VIOLATED**'} {c.name} — {LABELS.get(c.target, c.target)}: {c.detail}"
@@ -153,6 +157,9 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
     for attack in dict.fromkeys(r["attack"] for r in rows):
         if attack != "clean":
             lines += _table(rows, attack, cfg)
+    if examples is not None:
+        lines += ["## Examples", "", f"Test images with the global model's masks, clean and under FGSM at eps {eps:g} "
+                  "(green: true polyp, red: predicted):", "", f"![examples]({PLOTS}/{examples.name})", ""]
     lines += ["## Plots", "", *[f"![{p.stem}]({PLOTS}/{p.name})" for p in figures]]
     if rounds is not None:
         lines += [f"![rounds]({PLOTS}/{rounds.name})"]

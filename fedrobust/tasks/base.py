@@ -7,6 +7,8 @@ it; they never look at labels, masks, logit shapes or metric names themselves.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -101,6 +103,11 @@ class Task(ABC):
     def describe(self, m: dict[str, Any]) -> str:
         """Metrics as a short human phrase, e.g. ``acc 0.782 auc 0.830``."""
         return " ".join(f"{k} {m[k]:.3f}" for k in self.spec.metrics[:2] if k in m)
+
+    def pictures(self, model: Callable[[], torch.nn.Module], split: Split, eps: float, path: Path) -> Path | None:
+        """Example predictions of ``model()``, clean and under FGSM at ``eps``, as one PNG at ``path`` (None: the
+        task has none worth drawing)."""
+        return None
 
     # the edge ----------------------------------------------------------------------------------
     @abstractmethod

@@ -8,6 +8,8 @@ Pervin et al.'s "mean IoU" is. A pixel is polyp when its logit is > 0 (probabili
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,6 +104,14 @@ class Segmentation(Task):
     def chance(self, split: MaskSplit) -> float:
         """Polyp IoU of predicting all background: 0 on every image with a polyp."""
         return self.score(np.full(tuple(split.masks.shape), -1.0, dtype=np.float32), split)[self.headline]
+
+    def pictures(self, model: Callable[[], torch.nn.Module], split: MaskSplit, eps: float, path: Path,
+                 count: int = 4) -> Path:
+        """The first ``count`` images: image, true mask, prediction, FGSM image, prediction under FGSM."""
+        from fedrobust.tasks.mask_pictures import picture_grid
+
+        n = min(count, len(split))
+        return picture_grid(model(), split.images[:n], split.masks[:n], eps, self.loss, path, polyp_iou)
 
     def describe(self, m: dict[str, Any]) -> str:
         return " ".join(f"{label} {m[k]:.3f}" for k, label in (("iou", "IoU"), ("dice", "Dice")) if k in m)
