@@ -219,9 +219,12 @@ def node_config(partition_id: int, num_partitions: int, data_root: Path | None =
     if data_root is not None:
         if not Path(data_root).is_dir():
             raise FedrobustError(f"--data-root {data_root} is not a folder")
-        if not any(f.stem.split("_")[0] in supported_flags() for f in Path(data_root).glob("*.npz")):
-            raise FedrobustError(f"--data-root {data_root} holds no MedMNIST .npz file (e.g. breastmnist.npz); pass "
-                                 f"the folder with the federation's dataset, or --data-file with this node's own")
+        root = Path(data_root)
+        masks = any((d / "images").is_dir() and (d / "masks").is_dir() for d in (root, *root.iterdir()))
+        if not masks and not any(f.stem.split("_")[0] in supported_flags() for f in root.glob("*.npz")):
+            raise FedrobustError(f"--data-root {data_root} holds no MedMNIST .npz file (e.g. breastmnist.npz) and no "
+                                 f"images/ + masks/ folder; pass the folder with the federation's dataset, or "
+                                 f"--data-file with this node's own")
         parts.append(f"data-root={json.dumps(str(Path(data_root).resolve()))}")
     if data_file is not None:
         if not Path(data_file).is_file():

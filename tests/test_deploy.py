@@ -95,7 +95,8 @@ def test_a_node_can_train_on_its_own_file(tmp_path, data_root):
     assert metrics["num-examples"] == 40 and client.evaluate(state)["num-examples"] == 12
     adjusted = load_config(None, ["model.name=student", "data.root='/nonexistent'", "partition.num_clients=3",
                                   "train.logit_adjustment=client_prior"])
-    assert LocalClient(adjusted, 2, 3, data_file=str(own)).logit_offset() is None  # no federation prior to see
+    plain = client.build_model()
+    assert LocalClient(adjusted, 2, 3, data_file=str(own)).trained_model(plain) is plain  # no federation prior to see
     np.savez(tmp_path / "bad.npz", images=official["train_images"][:4])
     with pytest.raises(FedrobustError, match="no train_images/train_labels"):
         LocalClient(cfg, 0, 3, data_file=str(tmp_path / "bad.npz")).train_data()

@@ -65,7 +65,10 @@ def _expected_masks(model: EdgeModel, x: np.ndarray) -> np.ndarray:
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict | None, str]:
-    code = main(list(args))
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = int(exc.code or 0)
     captured = capsys.readouterr()
     return code, (json.loads(captured.out) if captured.out else None), captured.err
 
@@ -142,7 +145,7 @@ def test_cli_writes_masks_and_overlays(tmp_path: Path, seg_model: Path, model: E
     assert "iou" not in out
     x = np.stack([load_image(f, 3, SIZE) for f in (first, second)])
     expected = _expected_masks(model, x)
-    for entry, path, want in zip(out["predictions"], (first, second), expected, strict=True):
+    for i, (entry, path, want) in enumerate(zip(out["predictions"], (first, second), expected, strict=True)):
         assert entry["file"] == str(path)
         assert entry["mask"] == str(out_dir / f"{path.stem}.mask.png")
         assert entry["overlay"] == str(out_dir / f"{path.stem}.overlay.png")
@@ -153,9 +156,11 @@ def test_cli_writes_masks_and_overlays(tmp_path: Path, seg_model: Path, model: E
         assert entry["foreground_fraction"] == pytest.approx((mask == 255).mean(), abs=1e-6)
         overlay = _png(entry["overlay"])
         assert overlay.shape == (SIZE, SIZE, 3)
+        image = np.rint(x[i].transpose(1, 2, 0) * 255).astype(int)
+        np.testing.assert_array_equal(overlay[~want], image[~want])  # the input itself outside the mask
+        assert (overlay[want, 0] >= image[want, 0]).all() and (overlay[want, 1:] <= image[want, 1:]).all()  # red
         if want.any():
             assert entry["mean_polyp_probability"] > sigmoid(np.array(model.metadata.threshold)) - 1e-6
-            assert (overlay[want, 0] >= overlay[want, 1]).all()  # tinted red over the polyp
         else:
             assert entry["mean_polyp_probability"] is None
     info = json.loads(_info(capsys, seg_model))
@@ -238,7 +243,7 @@ def test_cli_segmentation_user_errors_are_one_line(tmp_path: Path, seg_model: Pa
         (("predict", model, str(png), str(tmp_path / "other" / "x.jpg"), *out), "same x.mask.png"),
         (("predict", model, str(png), "--top", "1", *out), "--top only applies"),
         (("predict", model, "--folder", str(tmp_path / "nowhere"), *out), "no such folder"),
-        (("predict", model, "--folder", str(tmp_path), str(png), *out), "not both"),
+        (("predict", model, str(png), "--folder", str(tmp_path), *out), "not both"),
     ]
     for args, words in cases:
         code, result, err = run(capsys, *args)
@@ -249,12 +254,23 @@ def test_cli_segmentation_user_errors_are_one_line(tmp_path: Path, seg_model: Pa
 
 
 def test_classifier_refuses_segmentation_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.test_edge import GREY_CLASSES, _meta, write_model
+    from onnx import TensorProto, helper
 
-    grey = write_model(tmp_path / "grey.onnx", 1, _meta(1, GREY_CLASSES))
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, SIZE, SIZE])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["images"], ["logits"], axes=[2, 3], keepdims=0)],
+                              "rgb", [images], [logits])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    meta = ModelMetadata(dataset="toymnist", task="multi-class", class_names=["r", "g", "b"], image_size=SIZE,
+                         channels=3, model="toy", role="student", precision="fp32", weights_sha256="0" * 64)
+    helper.set_model_props(proto, meta.to_props())
+    onnx.save(proto, tmp_path / "rgb.onnx")
     png = tmp_path / "x.png"
-    Image.fromarray(np.zeros((28, 28), np.uint8)).save(png)
-    code, _, err = run(capsys, "predict", str(grey), str(png), "--out", str(tmp_path / "o"))
+    Image.fromarray(_uint8_rgb(1)[0]).save(png)
+    code, out, err = run(capsys, "predict", str(tmp_path / "rgb.onnx"), str(png))
+    assert code == 0 and len(out["predictions"][0]["probabilities"]) == 3, err
+    code, _, err = run(capsys, "predict", str(tmp_path / "rgb.onnx"), str(png), "--out", str(tmp_path / "o"))
     assert code == 2 and "only apply to segmentation models" in err
 
 

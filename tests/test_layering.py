@@ -75,3 +75,26 @@ def test_no_import_cycles():
         if node not in index:
             visit(node)
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+# What differs between tasks lives behind fedrobust.tasks: these modules know labels, masks or MedMNIST.
+TASK_SPECIFIC = ("fedrobust.tasks.classification", "fedrobust.tasks.segmentation", "fedrobust.tasks.mask_pictures",
+                 "fedrobust.data", "fedrobust.train.prior")
+# ... and these take a Task and never look behind it.
+TASK_AGNOSTIC = ("fedrobust.federated", "fedrobust.augment", "fedrobust.attacks", "fedrobust.sweep", "fedrobust.export",
+                 "fedrobust.report", "fedrobust.distill", "fedrobust.train", "fedrobust.edge", "fedrobust.models",
+                 "fedrobust.config", "fedrobust.pipeline", "fedrobust.selection", "fedrobust.predict",
+                 "fedrobust.rundir", "fedrobust.checkpoint", "server", "clients", "launcher.simulation")
+
+
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_task_agnostic_modules_reach_tasks_only_through_the_seam():
+    graph = _graph()
+    for module, imported in sorted(graph.items()):
+        if not _within(module, TASK_AGNOSTIC) or _within(module, TASK_SPECIFIC):
+            continue
+        bad = sorted(m for m in imported if _within(m, TASK_SPECIFIC))
+        assert not bad, f"{module} imports the task-specific {', '.join(bad)}; go through fedrobust.tasks.registry"

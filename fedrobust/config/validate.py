@@ -12,7 +12,6 @@ from fedrobust.config.schema import (
     AugmentSection,
     ExperimentConfig,
 )
-from fedrobust.data.catalog import FILE_SIZES
 from fedrobust.errors import ConfigError
 from fedrobust.tasks.specs import SPECS, TaskSpec
 
@@ -35,7 +34,7 @@ def validate(cfg: ExperimentConfig) -> None:
     _require(r.threads >= 0, "run.threads", f"must be >= 0, got {r.threads}")
     _one_of(d.task, "data.task", tuple(SPECS))
     spec = SPECS[d.task]
-    _validate_data(cfg, spec)
+    spec.check_data(d)
     _one_of(p.scheme, "partition.scheme", spec.schemes)
     _require(p.num_clients >= 1, "partition.num_clients", f"must be >= 1, got {p.num_clients}")
     _require(p.alpha > 0, "partition.alpha", f"must be > 0, got {p.alpha}")
@@ -74,26 +73,6 @@ def _models(spec: TaskSpec) -> tuple[str, ...]:
     from fedrobust.models.registry import MODEL_NAMES, model_kind
 
     return tuple(n for n in MODEL_NAMES if model_kind(n) == spec.model_kind)
-
-
-def _validate_data(cfg: ExperimentConfig, spec: TaskSpec) -> None:
-    d = cfg.data
-    if spec.name == "classification":
-        from fedrobust.data.catalog import check_supported_flag  # local: medmnist loads only when checking
-
-        try:
-            check_supported_flag(d.dataset)
-        except Exception as exc:
-            raise ConfigError(f"data.dataset: {exc}") from None
-        _one_of(d.size, "data.size", FILE_SIZES)
-        _require(8 <= d.image_size <= 224, "data.image_size", f"must be in [8, 224], got {d.image_size}")
-        return
-    _require(bool(d.dataset) and "/" not in d.dataset, "data.dataset",
-             f"names the data set's folder under the segmentation root (e.g. kvasir-seg), got {d.dataset!r}")
-    _require(16 <= d.image_size <= 1024 and d.image_size % 16 == 0, "data.image_size",
-             f"must be a multiple of 16 in [16, 1024] for the UNet (e.g. 128 as the paper, 256 native), "
-             f"got {d.image_size}")
-    _require(not d.as_rgb, "data.as_rgb", "segmentation images are RGB already; leave it false")
 
 
 def _validate_augment(a: AugmentSection, name: str) -> None:

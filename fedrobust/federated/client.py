@@ -12,15 +12,13 @@ import torch
 
 from fedrobust.augment import AdversarialPolicy
 from fedrobust.config import DataSection, ExperimentConfig, ModelSection, PartitionSection
-from fedrobust.data.loading import load_own_file
 from fedrobust.errors import FedrobustError
 from fedrobust.federated.plan import alt_partitions, local_seed
 from fedrobust.models.from_config import model_for
 from fedrobust.tasks.base import Split
 from fedrobust.tasks.registry import task_for, task_of
 from fedrobust.train.evaluate import evaluate
-from fedrobust.train.local import class_weights, make_optimizer, train_epoch
-from fedrobust.train.prior import OffsetLogits, prior_offset
+from fedrobust.train.local import make_optimizer, train_epoch
 
 StateDict = dict[str, torch.Tensor]
 
@@ -48,7 +46,7 @@ def _cached_partition(data: tuple, split: str, partition: tuple, seed: int) -> t
 @functools.lru_cache(maxsize=4)
 def _cached_own_split(path: str, data: tuple, split: str) -> Split:
     d = DataSection(*data)
-    return load_own_file(path, d.dataset, split, image_size=d.image_size, as_rgb=d.as_rgb)
+    return task_of(d.task).load_file(path, d, split)
 
 
 def _fresh_model(model: tuple, data: tuple) -> torch.nn.Module:
@@ -105,15 +103,14 @@ class LocalClient:
         """``train.class_weights`` from the whole training split, so all clients weight alike."""
         if self.cfg.train.class_weights == "none":
             return None
-        return class_weights(self.cfg.train, self._whole_train().targets, self.task.input_shape(self.cfg.data)[1])
+        return self.task.class_weight(self.cfg.train, self._whole_train())
 
-    def logit_offset(self) -> torch.Tensor | None:
-        """``train.logit_adjustment``: log(shard prior / whole split's prior) per class, or None. A node
-        with its own file has no view of the federation's prior and trains on plain logits."""
-        if self.cfg.train.logit_adjustment == "none" or self.data_file:
-            return None
-        return prior_offset(self.train_data().targets, self._whole_train().targets,
-                            self.task.input_shape(self.cfg.data)[1])
+    def trained_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` as this client trains it (``train.logit_adjustment``). A node with its own file has no view
+        of the federation's prior and trains on plain logits."""
+        if self.data_file:
+            return model
+        return self.task.adjusted(model, self.cfg.train, self.train_data(), self._whole_train())
 
     def _model_key(self) -> tuple:
         return dataclasses.astuple(self.cfg.model), self._data_key()
@@ -155,8 +152,7 @@ class LocalClient:
         classic = self.task.classic(aug.classic, aug, cfg.data.image_size)
         generator = torch.Generator().manual_seed(seed)
         weight = self.class_weight()
-        offset = self.logit_offset()
-        trained = OffsetLogits(model, offset) if offset is not None else model
+        trained = self.trained_model(model)
         stats = []
         for epoch in range(cfg.federation.local_epochs):
             # warm-up counts rounds: a client's adversarial augmentation starts after

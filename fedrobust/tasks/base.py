@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from fedrobust.errors import ConfigError
 from fedrobust.tasks.specs import TaskSpec
 
 if TYPE_CHECKING:
-    from fedrobust.config.schema import AugmentSection, DataSection, PartitionSection
+    from fedrobust.config.schema import AugmentSection, DataSection, PartitionSection, TrainSection
 
 
 class Split(Protocol):
@@ -77,7 +78,20 @@ class Task(ABC):
     def classic(self, names: list[str], aug: AugmentSection, image_size: int) -> PairedAugment:
         """Random flips/rotations/crops/jitter, applied to images and (where spatial) their targets alike."""
 
+    def load_file(self, path: str, data: DataSection, split: str) -> Split:
+        """``split`` of a node's own data file (deployment's ``--data-file``), used whole."""
+        raise ConfigError(f"--data-file: a {self.name} node takes its data from --data-root, not one file")
+
     # learning ----------------------------------------------------------------------------------
+    def class_weight(self, cfg: TrainSection, train: Split) -> torch.Tensor | None:
+        """Per-class loss weights from the whole training split (``train.class_weights``), or None."""
+        return None
+
+    def adjusted(self, model: torch.nn.Module, cfg: TrainSection, shard: Split, train: Split) -> torch.nn.Module:
+        """The model a client trains on its ``shard`` of ``train`` (``train.logit_adjustment``): ``model`` itself
+        unless the task corrects its logits for the shard's skew."""
+        return model
+
     @abstractmethod
     def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean",
              class_weight: torch.Tensor | None = None) -> torch.Tensor:

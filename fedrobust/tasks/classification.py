@@ -10,15 +10,17 @@ import torch
 from fedrobust.attacks.gradient import classification_loss, margin_loss
 from fedrobust.augment.classic import ClassicAugment
 from fedrobust.data.catalog import dataset_info
-from fedrobust.data.loading import ImageSplit, load_from_config
+from fedrobust.data.loading import ImageSplit, load_from_config, load_own_file
 from fedrobust.data.partition import label_table, partition_indices
 from fedrobust.edge.scores import softmax
 from fedrobust.predict import predicted
 from fedrobust.tasks.base import Task
 from fedrobust.tasks.specs import CLASSIFICATION
+from fedrobust.train.local import class_weights
+from fedrobust.train.prior import OffsetLogits, prior_offset
 
 if TYPE_CHECKING:
-    from fedrobust.config.schema import AugmentSection, DataSection, PartitionSection
+    from fedrobust.config.schema import AugmentSection, DataSection, PartitionSection, TrainSection
 
 
 def medmnist_metrics(y_true: np.ndarray, y_score: np.ndarray, task: str) -> tuple[float, float]:
@@ -39,6 +41,18 @@ class Classification(Task):
 
     def load(self, data: DataSection, split: str) -> ImageSplit:
         return load_from_config(data, split)
+
+    def load_file(self, path: str, data: DataSection, split: str) -> ImageSplit:
+        return load_own_file(path, data.dataset, split, image_size=data.image_size, as_rgb=data.as_rgb)
+
+    def class_weight(self, cfg: TrainSection, train: ImageSplit) -> torch.Tensor | None:
+        return class_weights(cfg, train.labels, train.info.num_classes)
+
+    def adjusted(self, model: torch.nn.Module, cfg: TrainSection, shard: ImageSplit,
+                 train: ImageSplit) -> torch.nn.Module:
+        if cfg.logit_adjustment == "none":
+            return model
+        return OffsetLogits(model, prior_offset(shard.labels, train.labels, train.info.num_classes))
 
     def input_shape(self, data: DataSection) -> tuple[int, int]:
         info = dataset_info(data.dataset)

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedrobust.config.schema import SWEEP_ATTACKS
+from fedrobust.config.schema import SWEEP_ATTACKS, DataSection
+from fedrobust.errors import ConfigError
+
+
+def _check_medmnist(d: DataSection) -> None:
+    from fedrobust.data.catalog import FILE_SIZES, check_supported_flag  # local: medmnist loads only when checking
+
+    try:
+        check_supported_flag(d.dataset)
+    except Exception as exc:
+        raise ConfigError(f"data.dataset: {exc}") from None
+    if d.size not in FILE_SIZES:
+        raise ConfigError(f"data.size: got {d.size!r}; choose one of {', '.join(map(str, FILE_SIZES))}")
+    if not 8 <= d.image_size <= 224:
+        raise ConfigError(f"data.image_size: must be in [8, 224], got {d.image_size}")
+
+
+def _check_mask_folder(d: DataSection) -> None:
+    if not d.dataset or "/" in d.dataset:
+        raise ConfigError(f"data.dataset: names the data set's folder under the segmentation root (e.g. "
+                          f"kvasir-seg), got {d.dataset!r}")
+    if not (16 <= d.image_size <= 1024 and d.image_size % 16 == 0):
+        raise ConfigError(f"data.image_size: must be a multiple of 16 in [16, 1024] for the UNet (e.g. 128 as "
+                          f"the paper, 256 native), got {d.image_size}")
+    if d.as_rgb:
+        raise ConfigError("data.as_rgb: segmentation images are RGB already; leave it false")
 
 
 @dataclass(frozen=True)
@@ -21,6 +47,7 @@ class TaskSpec:
     columns: dict[str, str]  # sweep.csv column -> metric, headline first
     label: str  # the headline metric for people, e.g. "accuracy"
     short: str  # ... in a table header, e.g. "ACC"
+    check_data: Callable[[DataSection], None]  # raises ConfigError on a bad [data] section
     defaults: dict[str, Any] = field(default_factory=dict)  # "section.key" -> value, for keys a config leaves out
 
     @property
@@ -37,7 +64,7 @@ class TaskSpec:
 CLASSIFICATION = TaskSpec(
     name="classification", model_kind="classifier", schemes=("iid", "dirichlet", "shards"),
     metrics=("acc", "auc"), headline="acc", attacks=SWEEP_ATTACKS,
-    columns={"accuracy": "acc", "auc": "auc"}, label="accuracy", short="ACC",
+    columns={"accuracy": "acc", "auc": "auc"}, label="accuracy", short="ACC", check_data=_check_medmnist,
 )
 
 # The paper's size (128 px, UNet) and eps grid; the Kvasir-SEG folder under the segmentation root.
@@ -46,6 +73,7 @@ SEGMENTATION = TaskSpec(
     metrics=("iou", "dice", "miou"), headline="iou",
     attacks=tuple(a for a in SWEEP_ATTACKS if a != "square"),
     columns={"iou": "iou", "dice": "dice", "miou": "miou"}, label="polyp IoU", short="IoU",
+    check_data=_check_mask_folder,
     defaults={
         "data.dataset": "kvasir-seg", "data.image_size": 128, "model.name": "unet",
         "distill.student": "unet_student", "train.select": "val_iou", "train.batch_size": 16,
