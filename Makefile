@@ -12,6 +12,13 @@ ifneq ($(wildcard $(SHARED_DATA)/*.npz),)
 export FEDROBUST_DATA_ROOT := $(SHARED_DATA)
 endif
 endif
+# Segmentation root (Kvasir-SEG under it): the same rule with FEDROBUST_SEG_ROOT.
+SHARED_SEG := $(abspath ../shared/data/segmentation)
+ifeq ($(origin FEDROBUST_SEG_ROOT), undefined)
+ifneq ($(wildcard $(SHARED_SEG)/kvasir-seg/images),)
+export FEDROBUST_SEG_ROOT := $(SHARED_SEG)
+endif
+endif
 export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1

@@ -27,6 +27,18 @@ def after_training(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], An
         sweep_and_report(cfg, Path(run_dir), log)
 
 
+def missing_outputs(cfg: ExperimentConfig, run_dir: Path) -> list[str]:
+    """What a finished run of ``cfg`` should hold but ``run_dir`` lacks (a step that died leaves a gap)."""
+    wanted = ["summary.json"]
+    if cfg.distill.enabled:
+        wanted.append("distill/student.pt")
+    if cfg.export.enabled:
+        wanted.append("export/summary.json")
+    if cfg.sweep.enabled:
+        wanted += ["sweep.csv", "report.md"]
+    return [w for w in wanted if not (Path(run_dir) / w).exists()]
+
+
 def sweep_and_report(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> Path:
     """The attack sweep (sweep.csv), then the run's report.md, checks.json and plots/ from it."""
     from fedrobust.report.single import write_report

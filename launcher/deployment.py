@@ -304,5 +304,5 @@ def deploy_run(cfg: ExperimentConfig, resume: bool = False, connection: str = CO
         shutil.rmtree(staging, ignore_errors=True)
         watchdog.stop()
         run.release()
-    return check_complete(run, "resume with `fedrobust deploy run --resume")
+    return check_complete(run, "resume with `fedrobust deploy run --resume", cfg)
 

@@ -23,6 +23,7 @@ import tomli_w
 from fedrobust.config import ExperimentConfig, to_flat
 from fedrobust.errors import FedrobustError
 from fedrobust.federated import check_federation
+from fedrobust.pipeline import missing_outputs
 from fedrobust.rundir import RunDir
 from fedrobust.tasks.registry import task_for
 from launcher.app_bundle import stage_app
@@ -122,11 +123,18 @@ def submit_run(run: RunDir, connection: str, env: dict[str, str], cwd: Path, ech
     return runner
 
 
-def check_complete(run: RunDir, resume_hint: str) -> Path:
+def check_complete(run: RunDir, resume_hint: str, cfg: ExperimentConfig) -> Path:
+    """The run directory, or a one-line error naming what the ServerApp did not write and how to go on."""
+    flower_log = run.path / "flower.log"
     if not (run.path / RunDir.SUMMARY).exists():
-        flower_log = run.path / "flower.log"
         raise FedrobustError(f"the federated run did not complete ({last_error(flower_log)}); see {flower_log}; "
                              f"{resume_hint} {run.path}`")
+    missing = missing_outputs(cfg, run.path)
+    if missing:
+        step = "distill" if missing[0].startswith("distill") else "export" if missing[0].startswith("export") \
+            else "sweep"
+        raise FedrobustError(f"the federation finished but {missing[0]} was not written ({last_error(flower_log)}); "
+                             f"see {flower_log}; go on with `fedrobust {step} {run.path}`")
     return run.path
 
 
@@ -157,4 +165,4 @@ def _simulate(cfg: ExperimentConfig, run: RunDir, echo: Callable[[str], Any], li
          f"({cfg.simulation.cpus_per_client} CPU each) on {ray}")
     submit_run(run, CONNECTION, link.env, link.workdir, echo, cfg.simulation.verbose, link.workdir,
                ["--federation-config", _federation_config(cfg)], track=link.track)
-    return check_complete(run, "resume with `fedrobust simulate --resume")
+    return check_complete(run, "resume with `fedrobust simulate --resume", cfg)

@@ -242,8 +242,9 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         say(describe_round(rnd, fed_cfg.rounds, record, run.task))
         run.end_round(rnd, state, strategy_state(strategy), record)
     summary = run.finish(state)
-    fg = "  ".join(f"{e}:{m['acc']:.3f}" for e, m in summary["test_fgsm"].items())
-    say(f"final test acc {summary['test']['acc']:.3f} auc {summary['test']['auc']:.3f}; FGSM acc by eps {fg}")
+    h = run.task.headline
+    fg = "  ".join(f"{e}:{m[h]:.3f}" for e, m in summary["test_fgsm"].items())
+    say(f"final test {run.task.describe(summary['test'])}; FGSM {h} by eps {fg}")
     after_training(cfg, run.run.path, say)
     say(f"results in {run.run.path.resolve()}")
     return summary

@@ -16,6 +16,7 @@ from launcher.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "medmnist"
+SHARED_SEG = REPO.parent / "shared" / "data" / "segmentation"
 
 
 def real_data_root() -> Path | None:
@@ -31,6 +32,17 @@ def data_root() -> Path:
     if root is None:
         pytest.skip("official breastmnist.npz not found: set FEDROBUST_DATA_ROOT")
     return root
+
+
+@pytest.fixture(scope="session")
+def seg_root() -> Path:
+    """The segmentation root holding kvasir-seg/ (the real Kvasir-SEG images and masks)."""
+    from fedrobust.data.segmentation import ENV_SEG_ROOT, resolve_seg_root
+
+    for candidate in (os.environ.get(ENV_SEG_ROOT), SHARED_SEG):
+        if candidate and (resolve_seg_root(candidate) / "images").is_dir():
+            return Path(candidate)
+    pytest.skip(f"Kvasir-SEG not found at {SHARED_SEG}/kvasir-seg: set {ENV_SEG_ROOT}")
 
 
 def write_fake_medmnist(root: Path, flag: str, n: tuple[int, int, int] = (40, 10, 10), size: int = 28,

@@ -29,16 +29,6 @@ from fedrobust.data.segmentation import (
 )
 from fedrobust.errors import ConfigError, DataError
 
-SHARED_SEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "segmentation"
-
-
-@pytest.fixture(scope="module")
-def seg_root() -> Path:
-    for candidate in (os.environ.get(ENV_SEG_ROOT), SHARED_SEG):
-        if candidate and (resolve_seg_root(candidate) / "images").is_dir():
-            return Path(candidate)
-    pytest.skip(f"Kvasir-SEG not found at {SHARED_SEG}/kvasir-seg: set {ENV_SEG_ROOT}")
-
 
 def _one_line(exc_type, fn, *args, **kwargs) -> str:
     with pytest.raises(exc_type) as info:

@@ -83,7 +83,7 @@ class AdversarialPolicy:
         grad = input_grad[idx] if input_grad is not None else None
         advs = self._craft(model, x[idx], y[idx], eps, grad)
         x_adv = torch.cat(advs)
-        y_adv = y[idx].repeat(len(advs))
+        y_adv = torch.cat([y[idx]] * len(advs))
         if input_grad is not None:
             return AugmentedBatch(x_adv, y_adv, len(x_adv))
         if self.cfg.combine == "append":
