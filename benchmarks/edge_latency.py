@@ -38,13 +38,15 @@ from _machine import command, describe, write_report
 
 from fedrobust.checkpoint import load_model, load_state, run_config, weights_sha256
 from fedrobust.config import ExperimentConfig
-from fedrobust.data.loading import ImageSplit, load_from_config
 from fedrobust.distill.run import DISTILL_DIR, STUDENT_FILE
 from fedrobust.edge.model import EdgeError, EdgeModel
 from fedrobust.errors import FedrobustError
 from fedrobust.export.run import EXPORT_DIR
 from fedrobust.models import count_parameters
+from fedrobust.predict import predicted
 from fedrobust.progress import progress_bar
+from fedrobust.tasks.base import Split, Task
+from fedrobust.tasks.registry import task_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MIN_QUERIES = 200  # the issue's minimum for a batch-1 latency figure
@@ -200,14 +202,14 @@ def measure_batches(engines: list[Engine], images: torch.Tensor, batch: int, rep
                     bar.update(1)
 
 
-def sanity(engines: list[Engine], test: ImageSplit) -> None:
-    """Top-1 agreement with the torch teacher and test accuracy: catches a broken or stale engine."""
-    labels = test.labels.numpy()
-    reference = engines[0].logits(test.images).argmax(1)
+def sanity(engines: list[Engine], test: Split, task: Task) -> None:
+    """Agreement with the torch teacher (top-1, or mask pixels) and the test headline metric (accuracy, or polyp
+    IoU): catches a broken or stale engine."""
+    reference = predicted(engines[0].logits(test.images))
     for e in engines:
-        pred = e.logits(test.images).argmax(1)
-        e.agreement = float((pred == reference).mean())
-        e.accuracy = float((pred == labels).mean())
+        logits = e.logits(test.images)
+        e.agreement = float((predicted(logits) == reference).mean())
+        e.accuracy = task.score(logits, test)[task.headline]
 
 
 def kb(path: Path) -> float:
@@ -226,7 +228,8 @@ def bench_run(files: RunFiles, args: argparse.Namespace) -> tuple[list[str], lis
     """Measure one run; returns its report section, its reading lines and whether both goals are met."""
     cfg, run = files.cfg, files.path
     print(f"{run}: loading models and the {cfg.data.dataset} test split", file=sys.stderr)
-    test = load_from_config(cfg.data, "test")
+    task = task_for(cfg)
+    test = task.load(cfg.data, "test")
     teacher = load_model(cfg, files.teacher_pt)
     student_name = load_state(files.student_pt).get("model_name", "student")
     student = load_model(cfg, files.student_pt, student_name)
@@ -242,7 +245,7 @@ def bench_run(files: RunFiles, args: argparse.Namespace) -> tuple[list[str], lis
         engines.append(onnx_engine(ONNX_TEACHER, files.teacher_onnx, count_parameters(teacher), args.threads,
                                    args.batch, t_sha, stale))
     with torch.inference_mode():
-        sanity(engines, test)
+        sanity(engines, test, task)
         measure_batch1(engines, test.images, args.queries, args.warmup, args.rounds, f"{run.name} batch-1")
         measure_batches(engines, test.images, args.batch, args.batches, f"{run.name} batch-{args.batch}")
 
