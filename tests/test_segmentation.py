@@ -127,8 +127,8 @@ def _tiny(tmp_path, seg_root, *extra: str) -> list[str]:
     return ["--config", "configs/quickstart_seg.toml", "--data-root", str(seg_root),
             "--set", f"run.out_dir={tmp_path}", "--set", f"data.image_size={SIZE}",
             "--set", "partition.num_clients=2", "--set", "federation.rounds=2", "--set", "distill.epochs=1",
-            "--set", "sweep.max_images=8", "--set", "sweep.eps=[0.0118, 0.1176]",
-            "--set", "sweep.attacks=['fgsm', 'invfgsm', 'transfer-fgsm']", "--set", "sweep.pgd_steps=2",
+            "--set", "sweep.max_images=8", "--set", "sweep.eps=[0.1176]", "--set", "export.teacher=false",
+            "--set", "sweep.attacks=['fgsm', 'transfer-fgsm']", "--set", "export.calibration_size=16",
             *[a for kv in extra for a in ("--set", kv)]]
 
 
@@ -177,3 +177,16 @@ def test_adversarial_augmentation_on_masks(mode, fused):
     assert batch.n_adv == len(adv_x) == copies * len(idx)
     assert torch.equal(adv_y, torch.cat([y[idx]] * copies))
     assert float((adv_x - torch.cat([x[idx]] * copies)).abs().max()) <= 0.02 + 1e-6
+
+
+def test_partition_command_prints_the_polyp_size_table(seg_root, capsys):
+    from fedrobust.cli import main as core_main
+
+    assert core_main(["partition", "--task", "segmentation", "--data-root", str(seg_root), "--clients", "5",
+                      "--scheme", "dirichlet", "--alpha", "0.5", "--min-samples", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "kvasir-seg train split, 818 samples" in out and "smallest polyps" in out
+    assert out.strip().splitlines()[-1].split()[-1] == "818"  # every training image exactly once
+    assert core_main(["partition", "--task", "segmentation", "--data-root", str(seg_root), "--scheme",
+                      "shards"]) == 2
+    assert "--scheme shards: segmentation partitions by iid, quantity, dirichlet" in capsys.readouterr().err
