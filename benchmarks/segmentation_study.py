@@ -5,7 +5,7 @@ polyp IoU kept, never chosen on test) for each seed, then sweeps the global mode
 at the paper's eps on the test split. Optionally (--federated) the same variants as 5-hospital
 federations (polyp-size Dirichlet skew), through the in-process round loop of benchmarks/_sequential.py.
 Prints and writes runs/results/segmentation.md:
-  Table 1  val polyp IoU and two-class mean IoU over training (epochs 1/10/20/30), none / FGSM / inverse FGSM
+  Table 1  test polyp IoU and two-class mean IoU over training (epochs 1/10/20/30), none / FGSM / inverse FGSM
   Table 2  test IoU under FGSM and inverse FGSM at eps 0.0012 / 0.0118 / 0.1176, by training augmentation
   Table 3  test IoU of each classic augmentation (flip, rotation, crop, colour jitter) against the adversarial ones
   timing   epoch seconds of every variant as a ratio to the clean epoch, measured in this one process
@@ -127,7 +127,7 @@ def main() -> int:
              f"Seeds {', '.join(map(str, args.seeds))} (mean ± sd where more than one). Polyp IoU and Dice per image, "
              "averaged over the split; mIoU = two-class (background, polyp) mean IoU per image, averaged. "
              f"Model selected on val polyp IoU; test split 82 images, val 100.", "",
-             f"## Table 1: val IoU over training ({step}s)", "",
+             f"## Table 1: test IoU over training ({step}s; the model reported elsewhere is the one best on val)", "",
              "| augmentation | " + " | ".join(f"{step} {e} IoU / mIoU" for e in CURVE) + " |",
              "|" + " --- |" * (1 + len(CURVE))]
     key = "round" if args.federated else "epoch"
@@ -136,9 +136,8 @@ def main() -> int:
         for e in CURVE:
             def at(run: Path, e: int = e, metric: str = "iou") -> float:
                 rows = [r for r in _lines(run) if r.get(key) == e]
-                section = "val" if not args.federated else "server"
-                name = metric if not args.federated else f"val_{metric}"
-                return float(rows[0][section][name]) if rows and name in rows[0].get(section, {}) else float("nan")
+                section = "server" if args.federated else "test"
+                return float(rows[0][section][metric]) if rows and metric in rows[0].get(section, {}) else float("nan")
             cells.append(f"{by_seed(v, at)} / {by_seed(v, lambda r, at=at: at(r, metric='miou'))}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     lines += ["", "## Table 2: test polyp IoU under attack (white-box on the global model)", "",

@@ -19,7 +19,7 @@ from fedrobust.rundir import RunDir
 from fedrobust.seeding import seed_everything
 from fedrobust.selection import KeepBest
 from fedrobust.tasks.registry import task_for
-from fedrobust.train.evaluate import evaluate, evaluate_robust
+from fedrobust.train.evaluate import adversarial_images, evaluate, evaluate_robust
 from fedrobust.train.local import class_weights, make_optimizer, train_epoch
 
 
@@ -51,7 +51,12 @@ def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) ->
             if scheduler is not None:
                 scheduler.step()
             val_m = evaluate(model, val, cfg.eval.batch_size, task=task)
-            run.log({"epoch": epoch + 1, "lr": lr, "train": stats.to_dict(), "val": val_m})
+            # the learning curve on test too (as the reference papers plot it); test never selects
+            eps = cfg.federation.eval_eps
+            test_adv = adversarial_images(model, test, eps, cfg.eval.batch_size, task=task)
+            curve = {"test": evaluate(model, test, cfg.eval.batch_size, task=task),
+                     "test_fgsm": {"eps": eps, **evaluate(model, test, cfg.eval.batch_size, x=test_adv, task=task)}}
+            run.log({"epoch": epoch + 1, "lr": lr, "train": stats.to_dict(), "val": val_m, **curve})
             log(f"epoch {epoch + 1:3d}  loss {stats.loss:.4f}  adv {stats.adv_share:.2f}  "
                 f"val {task.describe(val_m)}  ({stats.seconds:.1f}s)")
             best.offer(epoch + 1, val_m, model)
