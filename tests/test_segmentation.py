@@ -150,6 +150,9 @@ def test_federated_segmentation_through_ray_to_edge_and_report(tmp_path, seg_roo
     report = (run / "report.md").read_text()
     assert "Polyp IoU by attack" in report and (run / "plots" / "examples.png").is_file()
     assert "IoU" in capsys.readouterr().out
+    out = tmp_path / "compare" / "student.md"
+    assert main(["report", str(run), "--target", "student", "--attack", "fgsm", "--out", str(out)]) == 0
+    assert "(polyp IoU)" in out.read_text() and out.with_suffix(".png").is_file()
 
 
 @pytest.mark.parametrize("mode", ["fgsm", "invfgsm", "both", "pgd"])
