@@ -22,17 +22,22 @@ EPILOG = """examples:
   fedrobust sweep runs/quickstart-20260101-120000 --attacks fgsm pgd square --eps 0.001 0.003 0.005
   fedrobust report runs/fed-a runs/fed-b --attack pgd --target global --out docs/compare.md
   fedrobust partition --dataset breastmnist --clients 10 --scheme dirichlet --alpha 0.5
+  fedrobust partition --task segmentation --clients 5 --scheme dirichlet     (polyp-size skew)
+  fedrobust simulate --config configs/quickstart_seg.toml                     (Kvasir-SEG polyps, UNet)
   fedrobust deploy --help          (real clients: certificates, SuperLink, SuperNodes, runs)
 
-data root: --data-root DIR, else $FEDROBUST_DATA_ROOT, else ~/.medmnist (medmnist's default)."""
+data root: --data-root DIR, else $FEDROBUST_DATA_ROOT, else ~/.medmnist (medmnist's default);
+segmentation: --data-root DIR, else $FEDROBUST_SEG_ROOT, else ~/.fedrobust/segmentation."""
+
+
+DATA_ROOT_HELP = ("folder holding the MedMNIST .npz files (else $FEDROBUST_DATA_ROOT), or for segmentation the "
+                  "folder holding kvasir-seg/ (else $FEDROBUST_SEG_ROOT)")
 
 
 def _add_overrides(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help=f"override one config value, e.g. --set {example} (repeatable)")
-    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files (else "
-                                                       "$FEDROBUST_DATA_ROOT), or the segmentation root (else "
-                                                       "$FEDROBUST_SEG_ROOT)")
+    p.add_argument("--data-root", metavar="DIR", help=DATA_ROOT_HELP)
 
 
 def add_config_args(p: argparse.ArgumentParser, resume: bool = False) -> None:
@@ -249,9 +254,7 @@ def build_parser(more: Callable[[argparse._SubParsersAction], None] | None = Non
     p.add_argument("--labels-per-client", type=int, default=1, help="labels per client for shards")
     p.add_argument("--min-samples", type=int, default=1, help="minimum samples per client (default: 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-root", metavar="DIR", help="folder holding the MedMNIST .npz files (else "
-                                                       "$FEDROBUST_DATA_ROOT), or the segmentation root (else "
-                                                       "$FEDROBUST_SEG_ROOT)")
+    p.add_argument("--data-root", metavar="DIR", help=DATA_ROOT_HELP)
     p.add_argument("--no-verify", action="store_true", help="skip the MD5 check (own files)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing file")
     p.set_defaults(func=cmd_partition)

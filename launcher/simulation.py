@@ -26,6 +26,7 @@ from fedrobust.federated import check_federation
 from fedrobust.pipeline import missing_outputs
 from fedrobust.rundir import RunDir
 from fedrobust.tasks.registry import task_for
+from fedrobust.tasks.specs import SPECS
 from launcher.app_bundle import stage_app
 from launcher.processes import PREFIX, PROJECT, SimulationSuperLink, last_error, stop_processes, write_connection
 
@@ -70,10 +71,11 @@ def start_run(cfg: ExperimentConfig, resume: bool, command: str, marker: str) ->
     directory with the run config Flower will pass to the apps, held by this launcher (``marker``:
     its launch marker, so that a later launch can stop what this one leaves if it is killed) until
     the caller releases it."""
+    env = SPECS[cfg.data.task].root_env  # the apps run elsewhere: pass the launcher's root on explicitly
     if cfg.data.root:
         cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
-    elif os.environ.get("FEDROBUST_DATA_ROOT"):
-        cfg.data.root = str(Path(os.environ["FEDROBUST_DATA_ROOT"]).expanduser().resolve())
+    elif os.environ.get(env):
+        cfg.data.root = str(Path(os.environ[env]).expanduser().resolve())
     cfg.run.out_dir = str(Path(cfg.run.out_dir).expanduser().resolve())
     if cfg.run.dir:
         cfg.run.dir = str(Path(cfg.run.dir).expanduser().resolve())

@@ -48,6 +48,7 @@ class TaskSpec:
     label: str  # the headline metric for people, e.g. "accuracy"
     short: str  # ... in a table header, e.g. "ACC"
     check_data: Callable[[DataSection], None]  # raises ConfigError on a bad [data] section
+    root_env: str  # the environment variable that names the data root when data.root is ""
     defaults: dict[str, Any] = field(default_factory=dict)  # "section.key" -> value, for keys a config leaves out
 
     @property
@@ -64,7 +65,8 @@ class TaskSpec:
 CLASSIFICATION = TaskSpec(
     name="classification", model_kind="classifier", schemes=("iid", "dirichlet", "shards"),
     metrics=("acc", "auc"), headline="acc", attacks=SWEEP_ATTACKS,
-    columns={"accuracy": "acc", "auc": "auc"}, label="accuracy", short="ACC", check_data=_check_medmnist,
+    columns={"accuracy": "acc", "auc": "auc"}, label="accuracy", short="ACC",
+    check_data=_check_medmnist, root_env="FEDROBUST_DATA_ROOT",
 )
 
 # The paper's size (128 px, UNet) and eps grid; the Kvasir-SEG folder under the segmentation root.
@@ -73,7 +75,7 @@ SEGMENTATION = TaskSpec(
     metrics=("iou", "dice", "miou"), headline="iou",
     attacks=tuple(a for a in SWEEP_ATTACKS if a != "square"),
     columns={"iou": "iou", "dice": "dice", "miou": "miou"}, label="polyp IoU", short="IoU",
-    check_data=_check_mask_folder,
+    check_data=_check_mask_folder, root_env="FEDROBUST_SEG_ROOT",
     defaults={
         "data.dataset": "kvasir-seg", "data.image_size": 128, "model.name": "unet",
         "distill.student": "unet_student", "train.select": "val_iou", "train.batch_size": 16,
