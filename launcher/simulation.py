@@ -66,16 +66,19 @@ def prepare_run(cfg: ExperimentConfig, resume: bool) -> RunDir:
     return run
 
 
+def absolute_data_root(cfg: ExperimentConfig) -> str:
+    """``data.root``, else the task's root variable ($FEDROBUST_DATA_ROOT / $FEDROBUST_SEG_ROOT), as an absolute
+    path: the apps run in other processes and folders, so the launcher's root is passed on explicitly."""
+    root = cfg.data.root or os.environ.get(SPECS[cfg.data.task].root_env, "")
+    return str(Path(root).expanduser().resolve()) if root else ""
+
+
 def start_run(cfg: ExperimentConfig, resume: bool, command: str, marker: str) -> RunDir:
     """Absolute paths (Flower runs the apps in other working directories), checks, and the run
     directory with the run config Flower will pass to the apps, held by this launcher (``marker``:
     its launch marker, so that a later launch can stop what this one leaves if it is killed) until
     the caller releases it."""
-    env = SPECS[cfg.data.task].root_env  # the apps run elsewhere: pass the launcher's root on explicitly
-    if cfg.data.root:
-        cfg.data.root = str(Path(cfg.data.root).expanduser().resolve())
-    elif os.environ.get(env):
-        cfg.data.root = str(Path(os.environ[env]).expanduser().resolve())
+    cfg.data.root = absolute_data_root(cfg)
     cfg.run.out_dir = str(Path(cfg.run.out_dir).expanduser().resolve())
     if cfg.run.dir:
         cfg.run.dir = str(Path(cfg.run.dir).expanduser().resolve())

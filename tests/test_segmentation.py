@@ -193,3 +193,13 @@ def test_partition_command_prints_the_polyp_size_table(seg_root, capsys):
     assert core_main(["partition", "--task", "segmentation", "--data-root", str(seg_root), "--scheme",
                       "shards"]) == 2
     assert "--scheme shards: segmentation partitions by iid, quantity, dirichlet" in capsys.readouterr().err
+
+
+def test_the_launcher_passes_the_tasks_own_root_on(monkeypatch, tmp_path):
+    from launcher.simulation import absolute_data_root
+
+    monkeypatch.setenv("FEDROBUST_DATA_ROOT", str(tmp_path / "medmnist"))
+    monkeypatch.setenv("FEDROBUST_SEG_ROOT", str(tmp_path / "seg"))
+    assert absolute_data_root(load_config(None, ["data.task=segmentation"])) == str(tmp_path / "seg")
+    assert absolute_data_root(load_config(None)) == str(tmp_path / "medmnist")
+    assert absolute_data_root(load_config(None, [f"data.root='{tmp_path}/x'"])) == str(tmp_path / "x")
