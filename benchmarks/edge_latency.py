@@ -229,6 +229,7 @@ def bench_run(files: RunFiles, args: argparse.Namespace) -> tuple[list[str], lis
     cfg, run = files.cfg, files.path
     print(f"{run}: loading models and the {cfg.data.dataset} test split", file=sys.stderr)
     task = task_for(cfg)
+    agree = "top-1" if task.prediction_unit == "images" else task.prediction_unit
     test = task.load(cfg.data, "test")
     teacher = load_model(cfg, files.teacher_pt)
     student_name = load_state(files.student_pt).get("model_name", "student")
@@ -262,7 +263,7 @@ def bench_run(files: RunFiles, args: argparse.Namespace) -> tuple[list[str], lis
         + (f" (test split tiled {args.batch / len(test):.2f}×)" if len(test) < args.batch else "") + ".",
         "",
         f"| engine | model | file | size KB | params | batch-1 p50 ms | p95 ms | mean ms | p50 speed-up vs "
-        f"torch teacher | batch-{args.batch} img/s | top-1 agreement with torch teacher | test acc |",
+        f"torch teacher | batch-{args.batch} img/s | agreement with torch teacher ({agree}) | test {task.headline} |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for e in engines:
@@ -295,8 +296,8 @@ def bench_run(files: RunFiles, args: argparse.Namespace) -> tuple[list[str], lis
         f"{kb(fp32.file) / size:.2f}× smaller; ONNX fp32 vs torch student p50 {p50(by[STUDENT]) / p50(fp32):.2f}× "
         f"faster; int8 student batch-{args.batch} throughput {tput[INT8_STUDENT] / tput[TEACHER]:.1f}× the torch "
         f"teacher's.",
-        f"- {run.name}: lowest top-1 agreement with the torch teacher: {worst.name} {worst.agreement:.3f}; "
-        f"test acc torch teacher {by[TEACHER].accuracy:.3f}, int8 student {int8.accuracy:.3f}.",
+        f"- {run.name}: lowest agreement ({agree}) with the torch teacher: {worst.name} {worst.agreement:.3f}; "
+        f"test {task.headline} torch teacher {by[TEACHER].accuracy:.3f}, int8 student {int8.accuracy:.3f}.",
     ]
     if ONNX_TEACHER in by:
         reading.append(f"- {run.name}: ONNX fp32 teacher vs torch teacher p50 {base / p50(by[ONNX_TEACHER]):.2f}× "
