@@ -98,3 +98,14 @@ def test_task_agnostic_modules_reach_tasks_only_through_the_seam():
             continue
         bad = sorted(m for m in imported if _within(m, TASK_SPECIFIC))
         assert not bad, f"{module} imports the task-specific {', '.join(bad)}; go through fedrobust.tasks.registry"
+
+
+def test_the_task_seam_imports_first_in_a_fresh_interpreter():
+    """Package __init__ files run at import time: a module imported first must not meet a half-built package
+    (the config package imports the task specs, which import the config schema)."""
+    import subprocess
+    import sys
+
+    for module in ("fedrobust.tasks.specs", "fedrobust.tasks.registry", "fedrobust.config.validate"):
+        done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, f"import {module} first fails: {done.stderr.strip().splitlines()[-1]}"

@@ -94,7 +94,9 @@ def test_metrics_chance_and_per_image_scores(seg_data):
     _, _, test = seg_data
     perfect = SEG.score(test.masks.numpy() * 8 - 4, test)
     assert perfect == pytest.approx({"iou": 1.0, "dice": 1.0, "miou": 1.0})
-    assert SEG.chance(test) == 0.0  # every Kvasir-SEG image has a polyp
+    everything = SEG.score(np.ones(tuple(test.masks.shape), dtype=np.float32), test)["iou"]
+    assert SEG.chance(test) == everything  # all background scores 0: every Kvasir-SEG image has a polyp
+    assert everything == pytest.approx(float(test.masks.mean((1, 2, 3)).mean()), abs=1e-6)  # IoU = polyp share
     inverted = SEG.score(4 - test.masks.numpy() * 8, test)
     assert inverted["iou"] == 0.0 and inverted["miou"] == 0.0
     assert np.allclose(SEG.per_sample(test.masks * 8 - 4, test.masks), 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedrobust.config.schema import (
     AUGMENT_MODES,
@@ -13,7 +14,9 @@ from fedrobust.config.schema import (
     ExperimentConfig,
 )
 from fedrobust.errors import ConfigError
-from fedrobust.tasks.specs import SPECS, TaskSpec
+
+if TYPE_CHECKING:
+    from fedrobust.tasks.specs import TaskSpec
 
 
 def _require(ok: bool, key: str, message: str) -> None:
@@ -28,6 +31,7 @@ def _one_of(value: object, key: str, choices: tuple | list) -> None:
 def validate(cfg: ExperimentConfig) -> None:
     """Range- and choice-check every value; names the first bad key."""
     from fedrobust.models.registry import NORMS
+    from fedrobust.tasks.specs import SPECS  # local: the tasks package imports the config schema
 
     r, d, p, m, t, e = cfg.run, cfg.data, cfg.partition, cfg.model, cfg.train, cfg.eval
     _require(bool(r.name) and "/" not in r.name, "run.name", "must be a non-empty name without '/'")
@@ -95,6 +99,7 @@ def _validate_augment(a: AugmentSection, name: str) -> None:
 
 
 def _validate_distill(cfg: ExperimentConfig) -> None:
+    from fedrobust.tasks.specs import SPECS  # local: the tasks package imports the config schema
     d, e = cfg.distill, cfg.export
     spec = SPECS[cfg.data.task]
     _one_of(d.student, "distill.student", _models(spec))
@@ -120,6 +125,7 @@ def _validate_distill(cfg: ExperimentConfig) -> None:
 
 
 def _validate_sweep(cfg: ExperimentConfig) -> None:
+    from fedrobust.tasks.specs import SPECS  # local: the tasks package imports the config schema
     w = cfg.sweep
     _require(len(w.eps) >= 1, "sweep.eps", "needs at least one eps")
     for i, eps in enumerate(w.eps):
@@ -139,6 +145,7 @@ def _validate_sweep(cfg: ExperimentConfig) -> None:
 
 
 def _validate_federation(cfg: ExperimentConfig) -> None:
+    from fedrobust.tasks.specs import SPECS  # local: the tasks package imports the config schema
     f, sim, p = cfg.federation, cfg.simulation, cfg.partition
     _require(f.rounds >= 1, "federation.rounds", f"must be >= 1, got {f.rounds}")
     _one_of(f.strategy, "federation.strategy", STRATEGIES)

@@ -102,8 +102,11 @@ class Segmentation(Task):
         return {"iou": float(iou.mean()), "dice": float(dice.mean()), "miou": float(both.mean(1).mean())}
 
     def chance(self, split: MaskSplit) -> float:
-        """Polyp IoU of predicting all background: 0 on every image with a polyp."""
-        return self.score(np.full(tuple(split.masks.shape), -1.0, dtype=np.float32), split)[self.headline]
+        """Polyp IoU of the better constant mask, as the majority class is for a classifier: all background (0 on
+        every image with a polyp) or all polyp (the polyp's share of each image), which is where an attack that
+        paints everything polyp ends."""
+        shape = tuple(split.masks.shape)
+        return max(self.score(np.full(shape, sign, dtype=np.float32), split)[self.headline] for sign in (-1.0, 1.0))
 
     def pictures(self, model: Callable[[], torch.nn.Module], split: MaskSplit, eps: float, path: Path,
                  count: int = 4) -> Path:
