@@ -246,17 +246,27 @@ def load_npz(path: PathLike, key: str | None = None, *, channels: int, size: int
     return out
 
 
+def npz_companion(path: PathLike, images_key: str, kind: str) -> tuple[str, np.ndarray] | None:
+    """The array that goes with ``images_key`` ("test_images" -> "test_<kind>", "images" -> "<kind>") and its key,
+    or None if the file has none."""
+    path = Path(path)
+    if not images_key.endswith("images"):
+        return None
+    key = images_key[: -len("images")] + kind
+    with _open_npz(path) as data:
+        if key not in data.files:
+            return None
+        return key, _read_member(data, path, key)
+
+
 def npz_labels(path: PathLike, images_key: str, limit: int | None = None) -> np.ndarray | None:
     """The labels that go with ``images_key`` ("test_images" -> "test_labels", "images" -> "labels")
     as a flat int64 array, or None if the file has none. Only single-label (N,) / (N, 1) labels."""
     path = Path(path)
-    if not images_key.endswith("images"):
+    found = npz_companion(path, images_key, "labels")
+    if found is None:
         return None
-    key = images_key[: -len("images")] + "labels"
-    with _open_npz(path) as data:
-        if key not in data.files:
-            return None
-        labels = _read_member(data, path, key)
+    key, labels = found
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 1:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fedrobust.edge.images import EdgeError, PathLike, _open_npz, _read_member
+from fedrobust.edge.images import EdgeError, PathLike, npz_companion
 from fedrobust.edge.model import EdgeModel
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -126,13 +126,10 @@ def npz_masks(path: PathLike, images_key: str, size: int, limit: int | None = No
     """The masks that go with ``images_key`` ("test_images" -> "test_masks", "images" -> "masks") as
     (N, H, W) bool, or None if the file has none. (N, H, W) or (N, 1, H, W), values 0/1 or 0/255."""
     path = Path(path)
-    if not images_key.endswith("images"):
+    found = npz_companion(path, images_key, "masks")
+    if found is None:
         return None
-    key = images_key[: -len("images")] + "masks"
-    with _open_npz(path) as data:
-        if key not in data.files:
-            return None
-        raw = _read_member(data, path, key)
+    key, raw = found
     if raw.ndim == 4 and raw.shape[1] == 1:
         raw = raw[:, 0]
     if raw.ndim != 3 or raw.shape[1:] != (size, size):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def _overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[float, float, fl
 
 
 def picture_grid(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, eps: float, loss: LossFn,
-                 path: Path, iou) -> Path:
+                 path: Path, iou: Callable[[torch.Tensor, torch.Tensor], np.ndarray]) -> Path:
     """One row per image: the image, its true mask, the prediction, the FGSM image at ``eps`` (crafted on
     ``model`` against ``loss``) and the prediction on it, each prediction titled with its polyp IoU (``iou``:
     per-image scorer of logits and masks)."""

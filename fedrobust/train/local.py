@@ -40,7 +40,7 @@ def make_optimizer(model: nn.Module, cfg: TrainSection) -> torch.optim.Optimizer
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def class_weights(cfg: TrainSection, labels: torch.Tensor, num_classes: int | None) -> torch.Tensor | None:
+def class_weights(cfg: TrainSection, labels: torch.Tensor, num_classes: int) -> torch.Tensor | None:
     """Per-class loss weights for ``train.class_weights``: None, or "balanced" (n / (C * n_c), as
     scikit-learn's), from ``labels``: the whole training split, not a client's skewed shard, so all
     clients of a federation weight the classes alike. A class absent from ``labels`` gets weight 0."""
