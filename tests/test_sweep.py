@@ -93,6 +93,17 @@ def test_checks_flag_violations():
     assert not checks["toward chance at the largest eps"].ok
 
 
+def test_a_rise_that_stays_under_chance_is_no_violation():
+    """An attack that drives a mask head to all-background (IoU 0) at one eps and all-polyp (the floor) at the
+    next has succeeded at both; a rise above the floor is still flagged."""
+    def checks(top: float) -> dict:
+        rows = [{"target": "student", "attack": "fgsm", "eps": e, "iou": v}
+                for e, v in [(0.0, 0.4), (8 / 255, 0.0), (0.1176, top)]]
+        return {c.name: c for c in run_checks(rows, chance=0.144, tol=0.02, column="iou", label="IoU")}
+    assert checks(0.144)["IoU falls as eps grows"].ok
+    assert not checks(0.25)["IoU falls as eps grows"].ok
+
+
 def test_report_compares_runs(swept, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(swept, other)

@@ -2,7 +2,9 @@
 
 - PGD is at least as strong as FGSM (same loss);
 - transfer, black-box and random noise are not stronger than the best white-box attack;
-- the score (accuracy, or polyp IoU for masks) falls as eps grows, toward chance at the largest eps;
+- the score (accuracy, or polyp IoU for masks) falls as eps grows, toward chance at the largest eps; once it
+  is at or below chance, a rise that stays there is no violation (a fully successful attack can land anywhere
+  under the constant guess: a mask head driven to all-background scores 0, to all-polyp the floor);
 - the ONNX fp32 model predicts exactly what its torch source predicts on clean images.
 Each check has a tolerance (``sweep.tolerance``) for the randomness of PGD starts and Square.
 """
@@ -60,9 +62,9 @@ def run_checks(rows: list[dict], chance: float, tol: float, column: str, label: 
                                     "violated at eps " + ", ".join(f"{e:g} ({a[e]:.3f} < {best[e]:.3f})"
                                                                    for e in bad)))
             eps = sorted(best)
-            drops = [(a, b) for a, b in itertools.pairwise(eps) if best[b] > best[a] + tol]
+            drops = [(a, b) for a, b in itertools.pairwise(eps) if best[b] > max(best[a], chance) + tol]
             checks.append(Check(f"{label} falls as eps grows", target, not drops,
-                                "monotone (best white-box)" if not drops else
+                                "monotone above chance (best white-box)" if not drops else
                                 "rises from " + ", ".join(f"{a:g}→{b:g}" for a, b in drops)))
             top = eps[-1]
             if top >= LARGE_EPS:  # small grids (e.g. 0.001..0.005) need not reach chance
