@@ -21,7 +21,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command, describe, write_report
 
-from fedrobust.attacks.square import margins
 from fedrobust.checkpoint import run_config
 from fedrobust.errors import FedrobustError
 from fedrobust.sweep.cells import Cell, craft, crafted_on
@@ -32,6 +31,14 @@ from fedrobust.tasks.registry import task_of
 TASK = task_of("classification")
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def margins(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``score[y] - best other score`` per row (negative = misclassified)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    true = np.take_along_axis(scores, y[:, None], 1)[:, 0]
+    other = np.where(np.eye(scores.shape[1], dtype=bool)[y], -np.inf, scores).max(1)
+    return true - other
 
 
 def flat_share(target: Target, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, p_init: float = 0.05) -> float:

@@ -413,3 +413,18 @@ def test_cli_user_errors_are_one_line(tmp_path: Path, models: dict[str, Path]) -
 def test_cli_help_has_examples() -> None:
     done = run_cli("predict", "--help")
     assert done.returncode == 0 and "--npz" in done.stdout and "examples:" in done.stdout
+
+
+def test_as_8bit_is_what_an_8bit_png_decodes_to(tmp_path):
+    """The sweep's delivered view equals writing the adversarial image as a PNG and reading it back with the
+    edge runtime's own decoder."""
+    from PIL import Image
+
+    from fedrobust.edge.images import as_8bit, load_image
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(1, 28, 28)).astype(np.float32)
+    path = tmp_path / "adv.png"
+    Image.fromarray(np.rint(x[0] * 255).astype(np.uint8), mode="L").save(path)
+    assert np.array_equal(as_8bit(x), load_image(path, channels=1, size=28))
+    assert np.abs(as_8bit(x) - x).max() <= 0.5 / 255 + 1e-7

@@ -16,7 +16,7 @@ from fedrobust.sweep.run import plan
 from launcher.cli import main
 
 SMALL = ["sweep.max_images=48", "sweep.eps=[0.004, 0.0118, 0.1176]", "sweep.square_queries=30", "sweep.pgd_steps=5",
-         "run.threads=1"]
+         "sweep.apgd_steps=10", "run.threads=1"]
 
 
 def _rows(path):
@@ -34,14 +34,15 @@ def swept(trained_run, tmp_path_factory):
 
 def test_sweep_table_is_long_format_over_every_target_attack_and_eps(swept):
     rows = _rows(swept / "sweep.csv")
-    assert list(rows[0]) == ["target", "attack", "eps", "accuracy", "auc", "n", "seconds", "mean_queries"]
+    assert list(rows[0]) == ["target", "attack", "eps", "accuracy", "auc", "accuracy_8bit", "n", "seconds",
+                             "mean_queries"]
     cfg = run_config(swept, SMALL)
     cells = plan(cfg, ["global", "student", "onnx_fp32", "onnx_int8"])
     assert [(r["target"], r["attack"], r["eps"]) for r in rows] == [c.key for c in cells]
     assert {r["n"] for r in rows} == {"48"}
     assert not [r for r in rows if r["target"] == "global" and r["attack"].startswith("transfer")]
     square = [r for r in rows if r["attack"] == "square"]
-    assert square and all(1 <= float(r["mean_queries"]) <= 31 for r in square)
+    assert square and all(1 <= float(r["mean_queries"]) <= 4 * 31 for r in square)  # ART: ~3 batches per step
     assert {r["target"] for r in square} == {"onnx_fp32", "onnx_int8"}  # black-box: the deployed model only
     assert not (swept / PARTIAL).exists()
 
@@ -56,12 +57,31 @@ def test_white_box_attacks_hurt_and_pgd_is_at_least_as_strong_as_fgsm(swept):
     assert acc[("onnx_fp32", "clean", 0.0)] == acc[("student", "clean", 0.0)]
 
 
+def test_autoattack_is_the_per_image_worst_case_and_the_headline(swept):
+    rows = _rows(swept / "sweep.csv")
+    acc = {(r["target"], r["attack"], float(r["eps"])): float(r["accuracy"]) for r in rows}
+    for target in ("global", "student", "onnx_fp32", "onnx_int8"):
+        for eps in (0.004, 0.0118, 0.1176):
+            worst = acc[(target, "autoattack", eps)]
+            assert worst <= acc[(target, "apgd-ce", eps)] + 1e-9  # its own component, reused exactly
+            assert worst <= min(acc[(target, a, eps)] for a in ("fgsm", "pgd", "noise")) + 0.03
+    assert acc[("global", "autoattack", 0.1176)] <= 0.05  # (this 3-epoch student predicts one class throughout)
+    on_grid = [r for r in rows if r["attack"] == "clean"]  # MedMNIST pixels are 8-bit: rounding changes nothing
+    assert all(r["accuracy"] == r["accuracy_8bit"] for r in on_grid)
+    robust = json.loads((swept / "summary.json").read_text())["robust"]
+    assert robust["attack"].startswith("autoattack") and "evasion" in robust["threat_model"]
+    assert robust["by_target"]["onnx_int8"]["0.004"] == acc[("onnx_int8", "autoattack", 0.004)]
+    report = (swept / "report.md").read_text()
+    assert "## Headline: robust accuracy under autoattack" in report and "(1 gl)" in report
+
+
 def test_report_checks_and_plots(swept):
     report = (swept / "report.md").read_text()
     assert "## Sanity checks" in report and "### pgd" in report and "| torch global model |" in report
     checks = json.loads((swept / "checks.json").read_text())
     names = {c["name"] for c in checks}
-    assert {"PGD ≤ FGSM", "square ≥ best white-box", "clean ONNX fp32 = torch"} <= names
+    assert {"PGD ≤ FGSM", "square ≥ best white-box", "clean ONNX fp32 = torch", "APGD-CE ≤ PGD (one image)",
+            "worst case ≤ every attack"} <= names
     assert next(c for c in checks if c["name"] == "clean ONNX fp32 = torch")["ok"]
     for name in ("sweep_global.png", "sweep_onnx_int8.png", "rounds.png"):
         assert (swept / "plots" / name).stat().st_size > 1000

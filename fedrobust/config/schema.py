@@ -170,7 +170,9 @@ class ExportSection:
 
 
 SWEEP_ATTACKS = ("fgsm", "pgd", "fgsm-margin", "pgd-margin", "transfer-fgsm", "transfer-pgd", "square", "noise",
-                 "invfgsm")
+                 "invfgsm", "apgd-ce", "apgd-dlr", "apgd-margin", "autoattack")
+# the default sweep: all but APGD-DLR (>= 3 classes only) and margin APGD, which autoattack runs by itself
+DEFAULT_ATTACKS = tuple(a for a in SWEEP_ATTACKS if a not in ("apgd-dlr", "apgd-margin"))
 SWEEP_TARGETS = ("global", "student", "onnx_fp32", "onnx_int8")
 REFERENCE_EPS = [0.001, 0.002, 0.003, 0.004, 0.005, 0.0012, 0.0118, 0.1176, 1 / 255, 2 / 255, 4 / 255, 8 / 255]
 
@@ -181,11 +183,13 @@ class SweepSection:
 
     enabled: bool = True  # sweep right after training (and after distillation/export when enabled)
     eps: list[float] = field(default_factory=lambda: sorted(REFERENCE_EPS))  # L-inf, pixel units on [0, 1]
-    attacks: list[str] = field(default_factory=lambda: list(SWEEP_ATTACKS))
+    attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
     targets: list[str] = field(default_factory=lambda: list(SWEEP_TARGETS))  # those the run has
     pgd_steps: int = 10
     pgd_restarts: int = 1  # the worst case over restarts counts, per image
-    square_queries: int = 300  # score-based black-box budget per image (onnxruntime queries)
+    apgd_steps: int = 100  # APGD iterations (AutoAttack's standard)
+    apgd_restarts: int = 1  # APGD random restarts, each only on the images still classified correctly
+    square_queries: int = 300  # Square iterations (ART asks the model ~3 batches per iteration; mean_queries says)
     max_images: int = 0  # test images swept (a seeded sample); 0 = the whole test split
     tolerance: float = 0.02  # slack (accuracy) of the sanity checks, for randomness of PGD/Square
 

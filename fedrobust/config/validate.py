@@ -139,6 +139,8 @@ def _validate_sweep(cfg: ExperimentConfig) -> None:
         _one_of(name, f"sweep.targets[{i}]", SWEEP_TARGETS)
     _require(w.pgd_steps >= 1, "sweep.pgd_steps", f"must be >= 1, got {w.pgd_steps}")
     _require(w.pgd_restarts >= 1, "sweep.pgd_restarts", f"must be >= 1, got {w.pgd_restarts}")
+    _require(w.apgd_steps >= 1, "sweep.apgd_steps", f"must be >= 1, got {w.apgd_steps}")
+    _require(w.apgd_restarts >= 1, "sweep.apgd_restarts", f"must be >= 1, got {w.apgd_restarts}")
     _require(w.square_queries >= 1, "sweep.square_queries", f"must be >= 1, got {w.square_queries}")
     _require(w.max_images >= 0, "sweep.max_images", f"must be >= 0, got {w.max_images}")
     _require(0 <= w.tolerance < 1, "sweep.tolerance", f"must be in [0, 1), got {w.tolerance}")

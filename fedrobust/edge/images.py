@@ -131,6 +131,13 @@ def _image_to_array(img: Image.Image, channels: int, size: int, path: Path) -> n
     return np.clip(arr, 0.0, 1.0, out=arr)  # bilinear on float can overshoot by rounding only
 
 
+def as_8bit(x: np.ndarray) -> np.ndarray:
+    """What an attacker who must send an 8-bit image (PNG) delivers: ``x`` rounded to grey levels, decoded
+    as :func:`load_image` decodes an 8-bit file at the model's size (uint8 / 255 in float32)."""
+    levels = np.clip(np.rint(np.asarray(x, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    return levels.astype(np.float32) / np.float32(255.0)
+
+
 # ------------------------------------------------------------------------------------------- npz files
 
 

@@ -6,9 +6,13 @@ Attack names (``sweep.attacks``):
   fgsm-margin, pgd-margin the same with a CW-style margin loss: no softmax, so a saturated
                           (e.g. temperature-distilled) output cannot hide the gradient
   transfer-fgsm/-pgd      crafted on the torch global model (teacher), scored on the target
-  square                  score-based black-box (Square attack) querying only the onnxruntime session
+  apgd-ce, apgd-dlr       ART's APGD (100 steps by default) on cross-entropy / the difference-of-logits
+                          ratio (>= 3 classes); apgd-margin on the margin loss, for binary heads
+  square                  ART's score-based black box (Square attack) querying only the onnxruntime session
+  autoattack              per image, the worst case over APGD-CE, APGD-DLR (margin APGD on binary heads)
+                          and Square, each exactly as its own cell: the headline robust score
   noise                   random ±eps per pixel: what any attack must beat
-  invfgsm                the loss-*minimising* step (Pervin et al.'s helpful perturbation)
+  invfgsm                 the loss-*minimising* step (Pervin et al.'s helpful perturbation)
 """
 
 from __future__ import annotations
@@ -20,14 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedrobust.attacks import fgsm, invfgsm, pgd, sign_noise, square_attack
+from fedrobust.attacks import fgsm, invfgsm, pgd, sign_noise
 from fedrobust.attacks.gradient import Loss
+from fedrobust.attacks.library import apgd, square
 from fedrobust.config import SweepSection
 from fedrobust.sweep.targets import Target
 from fedrobust.tasks.base import Task
 
 WHITE_BOX = ("fgsm", "pgd", "fgsm-margin", "pgd-margin")
 TRANSFER = ("transfer-fgsm", "transfer-pgd")
+APGD = ("apgd-ce", "apgd-dlr", "apgd-margin")
+ENSEMBLE = (*APGD, "square")  # what autoattack takes the worst case over (APGD-DLR or margin APGD, by classes)
+Crafted = tuple[torch.Tensor, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ def crafted_on(cell: Cell, w: SweepSection) -> tuple[str, str, str]:
         source = "teacher"
     elif cell.attack == "noise":
         source = "any"
-    elif cell.attack == "square" or (cell.attack.startswith("pgd") and w.pgd_restarts > 1):
+    elif cell.attack in ("square", "autoattack") or (cell.attack.startswith("pgd") and w.pgd_restarts > 1):
         source = cell.target  # queries (or restart selection) go through the target's own runtime
     else:
         source = "global" if cell.target == "global" else "student"
@@ -69,6 +77,11 @@ def applies(attack: str, target: str) -> bool:
     if attack == "square":
         return target.startswith("onnx")
     return True
+
+
+def ensemble(classes: int) -> tuple[str, ...]:
+    """AutoAttack's standard set for a head of ``classes`` outputs (DLR needs three or more)."""
+    return ("apgd-ce", "apgd-dlr" if classes >= 3 else "apgd-margin", "square")
 
 
 def _batched(fn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -95,9 +108,38 @@ def _pgd_worst_case(source: nn.Module, target: Target, x: torch.Tensor, y: torch
     return best
 
 
+def _worst_of(target: Target, y: torch.Tensor, candidates: list[torch.Tensor], task: Task) -> torch.Tensor:
+    """Per image, the candidate the target's runtime scores lowest (the first one on ties)."""
+    best, worst = candidates[0].clone(), task.per_sample(target.logits(candidates[0]), y)
+    for x_adv in candidates[1:]:
+        scores = task.per_sample(target.logits(x_adv), y)
+        take = torch.from_numpy(scores < worst)
+        best[take] = x_adv[take]
+        worst = np.minimum(worst, scores)
+    return best
+
+
 def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, w: SweepSection,
-          seed: int, task: Task) -> tuple[torch.Tensor, dict[str, float]]:
-    """Adversarial (or baseline) images for one cell, plus extra facts (e.g. mean queries)."""
+          seed: int, task: Task, memo: dict[tuple[str, str, str], Crafted] | None = None) -> Crafted:
+    """Adversarial (or baseline) images for one cell, plus extra facts (e.g. mean queries). ``memo`` keeps the
+    images of autoattack's components by :func:`crafted_on`, so its worst case reuses their own cells."""
+    memo = {} if memo is None else memo
+    if cell.attack in ENSEMBLE and crafted_on(cell, w) in memo:
+        return memo[crafted_on(cell, w)]
+    if cell.attack == "autoattack":
+        classes = target.logits(x[:1]).shape[1]
+        parts = [craft(Cell(cell.target, name, cell.eps), target, teacher, x, y, w, seed, task, memo)
+                 for name in ensemble(classes)]
+        queries = {"mean_queries": parts[-1][1]["mean_queries"]}
+        return _worst_of(target, y, [p[0] for p in parts], task), queries
+    out = _craft_one(cell, target, teacher, x, y, w, seed, task)
+    if cell.attack in ENSEMBLE:
+        memo[crafted_on(cell, w)] = out
+    return out
+
+
+def _craft_one(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, w: SweepSection,
+               seed: int, task: Task) -> Crafted:
     eps, attack, ce = cell.eps, cell.attack, task.loss
     source_key = crafted_on(cell, w)[0]
     seed = Cell(source_key, cell.attack, cell.eps).seed(seed)  # shared images, shared randomness
@@ -116,11 +158,13 @@ def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: to
     if attack == "transfer-pgd":
         return _batched(lambda xb, yb: pgd(teacher, xb, yb, eps, steps=w.pgd_steps, loss=ce, generator=generator),
                         x, y), extra
+    if attack in APGD:
+        return apgd(source, x, y, eps, loss=attack.removeprefix("apgd-"), steps=w.apgd_steps,
+                    restarts=w.apgd_restarts, seed=seed), extra
     if attack == "square":
-        x_adv, queries = square_attack(lambda a: target.logits(torch.from_numpy(a)), x.numpy(), y.numpy(), eps,
-                                       n_queries=w.square_queries, generator=seed)
-        extra["mean_queries"] = float(np.mean(queries))
-        return torch.from_numpy(np.ascontiguousarray(x_adv, dtype=np.float32)), extra
+        x_adv, extra["mean_queries"] = square(lambda a: target.logits(torch.from_numpy(a)), x, y, eps,
+                                              queries=w.square_queries, seed=seed)
+        return x_adv, extra
     if attack == "noise":
         return sign_noise(x, eps, generator=generator), extra
     if attack == "invfgsm":

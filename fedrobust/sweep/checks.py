@@ -1,6 +1,7 @@
 """Sanity checks that keep robustness numbers honest (gradient masking cannot fake them).
 
-- PGD is at least as strong as FGSM (same loss);
+- PGD is at least as strong as FGSM (same loss); APGD-CE at least as strong as PGD, within one image;
+- the worst case (autoattack) is at least as strong as every single attack;
 - transfer, black-box and random noise are not stronger than the best white-box attack;
 - the score (accuracy, or polyp IoU for masks) falls as eps grows, toward chance at the largest eps; once it
   is at or below chance, a rise that stays there is no violation (a fully successful attack can land anywhere
@@ -14,7 +15,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from fedrobust.sweep.cells import TRANSFER, WHITE_BOX
+from fedrobust.sweep.cells import APGD, TRANSFER, WHITE_BOX
 
 LARGE_EPS = 8 / 255  # from here on, white-box accuracy of a 28 px MedMNIST model should be at chance or below
 
@@ -28,9 +29,12 @@ class Check:
 
 
 def score_table(rows: list[dict], column: str) -> dict[tuple[str, str], dict[float, float]]:
-    """{(target, attack): {eps: the ``column`` score (e.g. accuracy)}}."""
+    """{(target, attack): {eps: the ``column`` score (e.g. accuracy)}}; rows without the column (a sweep.csv
+    written before it existed) are left out."""
     table: dict[tuple[str, str], dict[float, float]] = {}
     for r in rows:
+        if column not in r:
+            continue
         table.setdefault((r["target"], r["attack"]), {})[r["eps"]] = r[column]
     return table
 
@@ -40,8 +44,23 @@ def run_checks(rows: list[dict], chance: float, tol: float, column: str, label: 
     names the score in the checks' wording."""
     t = score_table(rows, column)
     targets = list(dict.fromkeys(r["target"] for r in rows))
+    one_image = 1 / max(float(rows[0].get("n") or 1), 1.0) if rows else 0.0
     checks: list[Check] = []
     for target in targets:
+        a, p = t.get((target, "apgd-ce")), t.get((target, "pgd"))
+        if a and p:
+            bad = [e for e in a if e in p and a[e] > p[e] + one_image + 1e-9]
+            checks.append(Check("APGD-CE ≤ PGD (one image)", target, not bad,
+                                "holds at every eps" if not bad else
+                                "violated at eps " + ", ".join(f"{e:g} ({a[e]:.3f} > {p[e]:.3f})" for e in bad)))
+        worst = t.get((target, "autoattack"))
+        if worst:
+            skip = ("clean", "autoattack", "invfgsm")  # invfgsm helps the model: no attack
+            others = [(k[1], v) for k, v in t.items() if k[0] == target and k[1] not in skip]
+            bad = [(name, e) for name, v in others for e in v if e in worst and worst[e] > v[e] + tol]
+            checks.append(Check("worst case ≤ every attack", target, not bad,
+                                f"holds against {len(others)} attacks at every eps" if not bad else
+                                "violated by " + ", ".join(f"{n} at {e:g}" for n, e in bad)))
         for loss in ("", "-margin"):
             f, p = t.get((target, f"fgsm{loss}")), t.get((target, f"pgd{loss}"))
             if f and p:
@@ -49,7 +68,7 @@ def run_checks(rows: list[dict], chance: float, tol: float, column: str, label: 
                 checks.append(Check(f"PGD{loss} ≤ FGSM{loss}", target, not bad,
                                     "holds at every eps" if not bad else
                                     "violated at eps " + ", ".join(f"{e:g} ({p[e]:.3f} > {f[e]:.3f})" for e in bad)))
-        white = [t[(target, a)] for a in WHITE_BOX if (target, a) in t]
+        white = [t[(target, a)] for a in (*WHITE_BOX, *APGD, "autoattack") if (target, a) in t]
         if white:
             best = {e: min(w[e] for w in white if e in w) for e in white[0]}
             for attack in (*TRANSFER, "square", "noise"):

@@ -21,9 +21,15 @@ PARTIAL = ".sweep.partial.csv"
 _TEXT = ("target", "attack", "n", "seconds", "mean_queries")  # every other column is a number
 
 
+def delivered_column(task: str) -> str:
+    """The headline score of the same images rounded to 8 bits (what an attacker can send as a PNG)."""
+    return f"{SPECS[task].column}_8bit"
+
+
 def columns(task: str) -> list[str]:
-    """sweep.csv's header for ``task``: the cell, the task's metrics (classification: accuracy, auc), timing."""
-    return ["target", "attack", "eps", *SPECS[task].columns, "n", "seconds", "mean_queries"]
+    """sweep.csv's header for ``task``: the cell, the task's metrics (classification: accuracy, auc), the
+    headline metric of the images as delivered in 8 bits, timing."""
+    return ["target", "attack", "eps", *SPECS[task].columns, delivered_column(task), "n", "seconds", "mean_queries"]
 
 
 def sweep_images(cfg: ExperimentConfig) -> Split:

@@ -1,8 +1,10 @@
 """``fedrobust sweep RUN_DIR``: every (target, attack, eps) cell on the test split, into sweep.csv.
 
-Finished cells are appended to ``.sweep.partial.csv`` as they complete, so a stopped sweep resumes
-without recomputing them; the complete table is then moved to ``sweep.csv`` in one step
-(``fedrobust.sweep.results``). The report is written from it by the caller (``fedrobust.pipeline``).
+Each cell is scored twice: on the crafted float images, and on the same images rounded to 8 bits as an
+attacker who must send a PNG delivers them (``<metric>_8bit``). Finished cells are appended to
+``.sweep.partial.csv`` as they complete, so a stopped sweep resumes without recomputing them; the complete
+table is then moved to ``sweep.csv`` in one step (``fedrobust.sweep.results``). The report is written from
+it by the caller (``fedrobust.pipeline``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ from typing import Any
 import torch
 
 from fedrobust.config import ExperimentConfig
+from fedrobust.edge.images import as_8bit
 from fedrobust.errors import ConfigError
 from fedrobust.progress import progress_bar
 from fedrobust.seeding import seed_everything
 from fedrobust.sweep.cells import Cell, applies, craft, crafted_on
-from fedrobust.sweep.results import PARTIAL, columns, read_partial, settings_blob, sweep_images, write_sweep
+from fedrobust.sweep.results import (
+    PARTIAL,
+    columns,
+    delivered_column,
+    read_partial,
+    settings_blob,
+    sweep_images,
+    write_sweep,
+)
 from fedrobust.sweep.targets import load_targets, teacher_of
 from fedrobust.tasks.registry import task_for
 
@@ -50,6 +61,9 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     partial = run_dir / PARTIAL
     done = read_partial(partial, settings)
     partial.with_suffix(".json").write_text(settings)
+    if "apgd-dlr" in cfg.sweep.attacks and (classes := targets[0].logits(data.images[:1]).shape[1]) < 3:
+        raise ConfigError(f"sweep.attacks: apgd-dlr needs >= 3 classes and {cfg.data.dataset} has {max(classes, 2)}; "
+                          f"use apgd-margin (autoattack picks it on binary heads by itself)")
     cells = plan(cfg, list(by_name))
     todo = [c for c in cells if c.key not in done]
     if done:
@@ -61,6 +75,7 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
         if new:
             writer.writeheader()
         cached: tuple[Any, torch.Tensor, dict[str, float]] | None = None  # consecutive cells share images
+        memo: dict = {}  # autoattack's components, kept for the worst case (small: classification only)
         for cell in todo:
             started = time.perf_counter()
             target = by_name[cell.target]
@@ -69,11 +84,14 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
             elif cached is not None and cached[0] == crafted_on(cell, cfg.sweep):
                 x, extra = cached[1], cached[2]
             else:
-                x, extra = craft(cell, target, teacher, data.images, data.targets, cfg.sweep, cfg.run.seed, task)
+                x, extra = craft(cell, target, teacher, data.images, data.targets, cfg.sweep, cfg.run.seed, task,
+                                 memo)
                 cached = (crafted_on(cell, cfg.sweep), x, extra)
             scores = task.score(target.logits(x), data)
+            sent = task.score(target.logits(torch.from_numpy(as_8bit(x.numpy()))), data)[task.spec.headline]
             row = {"target": cell.target, "attack": cell.attack, "eps": cell.key[2],
-                   **{col: f"{scores[metric]:.6f}" for col, metric in task.spec.columns.items()}, "n": len(data),
+                   **{col: f"{scores[metric]:.6f}" for col, metric in task.spec.columns.items()},
+                   delivered_column(task.name): f"{sent:.6f}", "n": len(data),
                    "seconds": f"{time.perf_counter() - started:.3f}",
                    "mean_queries": f"{extra['mean_queries']:.1f}" if "mean_queries" in extra else ""}
             writer.writerow(row)

@@ -73,7 +73,7 @@ CLASSIFICATION = TaskSpec(
 SEGMENTATION = TaskSpec(
     name="segmentation", model_kind="segmenter", schemes=("iid", "quantity", "dirichlet"),
     metrics=("iou", "dice", "miou"), headline="iou",
-    attacks=tuple(a for a in SWEEP_ATTACKS if a != "square"),
+    attacks=tuple(a for a in SWEEP_ATTACKS if a not in ("square", "apgd-ce", "apgd-dlr", "apgd-margin", "autoattack")),
     columns={"iou": "iou", "dice": "dice", "miou": "miou"}, label="polyp IoU", short="IoU",
     check_data=_check_mask_folder, root_env="FEDROBUST_SEG_ROOT",
     defaults={
