@@ -75,6 +75,17 @@ def test_autoattack_is_the_per_image_worst_case_and_the_headline(swept):
     assert "## Headline: robust accuracy under autoattack" in report and "(1 gl)" in report
 
 
+def test_corruptions_table_report_and_plot(swept):
+    rows = _rows(swept / "corruptions.csv")
+    assert list(rows[0]) == ["target", "corruption", "severity", "accuracy", "auc", "n"]
+    assert len(rows) == 4 * 11 * 5 and {r["n"] for r in rows} == {"48"}
+    acc = {(r["target"], r["corruption"], r["severity"]): float(r["accuracy"]) for r in rows}
+    assert acc[("onnx_fp32", "jpeg", "3")] == acc[("student", "jpeg", "3")]  # the same images for every target
+    report = (swept / "report.md").read_text()
+    assert "## Common corruptions" in report and "| torch global model |" in report.split("## Common")[1]
+    assert (swept / "plots" / "corruptions.png").stat().st_size > 1000
+
+
 def test_report_checks_and_plots(swept):
     report = (swept / "report.md").read_text()
     assert "## Sanity checks" in report and "### pgd" in report and "| torch global model |" in report

@@ -190,6 +190,7 @@ class SweepSection:
     apgd_steps: int = 100  # APGD iterations (AutoAttack's standard)
     apgd_restarts: int = 1  # APGD random restarts, each only on the images still classified correctly
     square_queries: int = 300  # Square iterations (ART asks the model ~3 batches per iteration; mean_queries says)
+    corruptions: bool = True  # also score every target on 11 common corruptions x 5 severities (corruptions.csv)
     max_images: int = 0  # test images swept (a seeded sample); 0 = the whole test split
     tolerance: float = 0.02  # slack (accuracy) of the sanity checks, for randomness of PGD/Square
 

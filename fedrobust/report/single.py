@@ -11,7 +11,7 @@ from fedrobust.config import ExperimentConfig
 from fedrobust.rundir import RunDir, atomic_write_bytes, atomic_write_json
 from fedrobust.sweep.cells import APGD, WHITE_BOX
 from fedrobust.sweep.checks import run_checks, score_table
-from fedrobust.sweep.results import SWEEP_CSV, delivered_column, read_sweep, sweep_images
+from fedrobust.sweep.results import CORRUPTIONS_CSV, SWEEP_CSV, delivered_column, read_sweep, sweep_images
 from fedrobust.sweep.targets import LABELS
 from fedrobust.tasks.base import Split
 from fedrobust.tasks.registry import task_for
@@ -67,6 +67,47 @@ def _headline_table(rows: list[dict], spec: TaskSpec) -> list[str]:
         out += ["", "† eps below half a grey level: not deliverable as an 8-bit image (rounding undoes it), so "
                 "those columns describe an attacker who can feed floats to the model."]
     return [*out, ""]
+
+
+def _corruption_section(run_dir: Path, rows: list[dict], spec: TaskSpec, plots: Path) -> list[str]:
+    """Mean score over the five severities per corruption and target, and a plot per target."""
+    path = run_dir / CORRUPTIONS_CSV
+    if not path.is_file():
+        return []
+    table: dict[str, dict[str, dict[float, float]]] = {}
+    for r in read_sweep(path):
+        table.setdefault(r["target"], {}).setdefault(r["corruption"], {})[r["severity"]] = r[spec.column]
+    clean = score_table(rows, spec.column)
+    names = list(next(iter(table.values())))
+    out = [f"## Common corruptions (test {spec.label}, mean over severities 1–5)", "",
+           "Not an attack: the noise, blur, contrast, brightness, gamma, pixelation and JPEG a scanner or a "
+           "transfer adds (`fedrobust/sweep/corruptions.py` says how severities were set for this image size).",
+           "", "| model | clean | " + " | ".join(n.replace("_", " ") for n in names) + " | mean |",
+           "|" + " --- |" * (3 + len(names))]
+    for target, by in table.items():
+        means = [sum(by[n].values()) / len(by[n]) for n in names]
+        base = clean.get((target, "clean"), {}).get(0.0, float("nan"))
+        out.append(f"| {LABELS[target]} | {base:.3f} | " + " | ".join(f"{m:.3f}" for m in means)
+                   + f" | {sum(means) / len(means):.3f} |")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(table), figsize=(4.2 * len(table), 3.8), squeeze=False, sharey=True)
+    for ax, (target, by) in zip(axes[0], table.items(), strict=True):
+        for name in names:
+            sev = sorted(by[name])
+            ax.plot(sev, [by[name][v] for v in sev], marker="o", ms=3, label=name.replace("_", " "))
+        ax.set_title(LABELS[target], fontsize=9)
+        ax.set_xlabel("severity")
+        ax.set_xticks(list(range(1, 6)))
+    axes[0][0].set_ylabel(f"test {spec.label}")
+    axes[0][-1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(plots / "corruptions.png", dpi=110)
+    plt.close(fig)
+    return [*out, "", f"![corruptions]({PLOTS}/corruptions.png)", ""]
 
 
 def robust_summary(rows: list[dict], spec: TaskSpec) -> dict:
@@ -223,6 +264,7 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
     if examples is not None:
         lines += ["## Examples", "", f"Test images with the global model's masks, clean and under FGSM at eps {eps:g} "
                   "(green: true polyp, red: predicted):", "", f"![examples]({PLOTS}/{examples.name})", ""]
+    lines += _corruption_section(run_dir, rows, spec, plots)
     lines += ["## Plots", "", *[f"![{p.stem}]({PLOTS}/{p.name})" for p in figures]]
     if rounds is not None:
         lines += [f"![rounds]({PLOTS}/{rounds.name})"]

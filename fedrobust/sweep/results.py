@@ -18,7 +18,8 @@ from fedrobust.tasks.specs import SPECS
 
 SWEEP_CSV = "sweep.csv"
 PARTIAL = ".sweep.partial.csv"
-_TEXT = ("target", "attack", "n", "seconds", "mean_queries")  # every other column is a number
+CORRUPTIONS_CSV = "corruptions.csv"  # target, corruption, severity, the task's metrics, n
+_TEXT = ("target", "attack", "corruption", "n", "seconds", "mean_queries")  # every other column is a number
 
 
 def delivered_column(task: str) -> str:

@@ -21,9 +21,12 @@ from fedrobust.config import ExperimentConfig
 from fedrobust.edge.images import as_8bit
 from fedrobust.errors import ConfigError
 from fedrobust.progress import progress_bar
+from fedrobust.rundir import atomic_write_bytes
 from fedrobust.seeding import seed_everything
 from fedrobust.sweep.cells import Cell, applies, craft, crafted_on
+from fedrobust.sweep.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from fedrobust.sweep.results import (
+    CORRUPTIONS_CSV,
     PARTIAL,
     columns,
     delivered_column,
@@ -32,7 +35,8 @@ from fedrobust.sweep.results import (
     sweep_images,
     write_sweep,
 )
-from fedrobust.sweep.targets import load_targets, teacher_of
+from fedrobust.sweep.targets import Target, load_targets, teacher_of
+from fedrobust.tasks.base import Split, Task
 from fedrobust.tasks.registry import task_for
 
 
@@ -102,4 +106,23 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     partial.unlink(missing_ok=True)
     partial.with_suffix(".json").unlink(missing_ok=True)
     log(f"sweep table {path}")
+    if cfg.sweep.corruptions:
+        log(f"corruption table {corruption_sweep(targets, data, task, cfg.run.seed, run_dir)}")
     return path
+
+
+def corruption_sweep(targets: list[Target], data: Split, task: Task, seed: int, run_dir: Path) -> Path:
+    """Every target on every corruption and severity (the same corrupted images for all), into corruptions.csv."""
+    spec = task.spec
+    lines = [",".join(["target", "corruption", "severity", *spec.columns, "n"])]
+    jobs = [(name, s) for name in CORRUPTIONS for s in SEVERITIES]
+    with progress_bar(total=len(jobs), desc="corruptions", unit="set") as bar:
+        for i, (name, severity) in enumerate(jobs):
+            x = corrupt(data.images, name, severity, seed + i)
+            for target in targets:
+                scores = task.score(target.logits(x), data)
+                lines.append(",".join([target.name, name, str(severity),
+                                       *(f"{scores[m]:.6f}" for m in spec.columns.values()), str(len(data))]))
+            bar.update(1)
+    atomic_write_bytes(run_dir / CORRUPTIONS_CSV, ("\n".join(lines) + "\n").encode())
+    return run_dir / CORRUPTIONS_CSV
