@@ -188,3 +188,29 @@ def test_square_through_onnxruntime_matches_torch(tiny, tmp_path):
     assert abs(acc_onnx - acc_torch) <= 2 / len(x) + 1e-9
     assert _linf(x_onnx, x) <= eps + 1e-6
     assert abs(q_onnx - q_torch) <= 0.1 * q_torch
+
+
+# ------------------------------------------------------------------------------ worst cases in a sweep cell
+
+
+def test_autoattack_and_pgd_restarts_keep_the_worst_image(tiny):
+    """autoattack is never weaker than any of its components, and PGD with restarts never weaker than one
+    start, per image and so in accuracy (the sweep cells, on a torch target)."""
+    from fedrobust.config import SweepSection
+    from fedrobust.sweep.cells import Cell, craft
+    from fedrobust.sweep.targets import Target
+    from fedrobust.tasks.registry import task_of
+
+    model, x, y = tiny
+    target, task, memo = Target("global", model), task_of("classification"), {}
+    w = SweepSection(apgd_steps=20, square_queries=50, pgd_steps=5, pgd_restarts=4)
+    eps = 0.15
+    worst, _ = craft(Cell("global", "autoattack", eps), target, model, x, y, w, 0, task, memo)
+    parts = {k[1]: v[0] for k, v in memo.items()}
+    assert set(parts) == {"apgd-ce", "apgd-margin", "square"}
+    assert all(_acc(model, worst, y) <= _acc(model, p, y) for p in parts.values())
+    assert _acc(model, worst, y) < _acc(model, x, y) - 0.3
+    restarts, _ = craft(Cell("global", "pgd", eps), target, model, x, y, w, 0, task)
+    one, _ = craft(Cell("global", "pgd", eps), target, model, x, y, SweepSection(pgd_steps=5), 0, task)
+    assert _acc(model, restarts, y) <= _acc(model, one, y)
+    assert _linf(worst, x) <= eps + 1e-6 and _linf(restarts, x) <= eps + 1e-6

@@ -96,26 +96,29 @@ def _pgd_worst_case(source: nn.Module, target: Target, x: torch.Tensor, y: torch
     for _ in range(w.pgd_restarts):
         x_adv = _batched(lambda xb, yb: pgd(source, xb, yb, eps, steps=w.pgd_steps, loss=loss,
                                             generator=generator), x, y)
-        scores = task.per_sample(target.logits(x_adv), y)
-        if best is None:
-            best = x_adv
-        take = torch.from_numpy(scores < worst)
-        best[take] = x_adv[take]
-        worst = np.minimum(worst, scores)
+        best, worst = _keep_worse(best, worst, x_adv, task.per_sample(target.logits(x_adv), y))
         if bool((worst <= 0).all()):
             break
     assert best is not None
     return best
 
 
+def _keep_worse(best: torch.Tensor | None, worst: np.ndarray, x_adv: torch.Tensor,
+                scores: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    """Per image, ``x_adv`` where it scores lower than the worst so far (the earlier one on ties)."""
+    if best is None:
+        return x_adv.clone(), scores
+    take = torch.from_numpy(scores < worst)
+    best[take] = x_adv[take]
+    return best, np.minimum(worst, scores)
+
+
 def _worst_of(target: Target, y: torch.Tensor, candidates: list[torch.Tensor], task: Task) -> torch.Tensor:
     """Per image, the candidate the target's runtime scores lowest (the first one on ties)."""
-    best, worst = candidates[0].clone(), task.per_sample(target.logits(candidates[0]), y)
-    for x_adv in candidates[1:]:
-        scores = task.per_sample(target.logits(x_adv), y)
-        take = torch.from_numpy(scores < worst)
-        best[take] = x_adv[take]
-        worst = np.minimum(worst, scores)
+    best, worst = None, np.full(len(y), np.inf)
+    for x_adv in candidates:
+        best, worst = _keep_worse(best, worst, x_adv, task.per_sample(target.logits(x_adv), y))
+    assert best is not None
     return best
 
 
