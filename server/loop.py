@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from fedrobust.config import ExperimentConfig
 from fedrobust.errors import FedrobustError
 from fedrobust.federated import FederatedRun, alt_partitions, is_finite_state, min_replies, sample_partitions
+from fedrobust.federated.adversary import malicious_partitions
 from fedrobust.federated.server import describe_round
 from fedrobust.pipeline import after_training
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
@@ -177,6 +178,10 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     alt = sorted(alt_partitions(cfg))
     if alt:
         say(f"partitions {alt} train with [alt_augment] mode={cfg.alt_augment.mode}")
+    bad = sorted(malicious_partitions(cfg))
+    if bad:
+        say(f"ATTACK SIMULATION: partitions {bad} are malicious ([adversary] kind={cfg.adversary.kind}, "
+            f"from round {cfg.adversary.start_round})")
 
     need = min_replies(cfg)
     partial = fed_cfg.fraction_train < 1.0 or fed_cfg.fraction_evaluate not in (0.0, 1.0)
@@ -228,6 +233,9 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             "num_examples": int(sum(next(iter(r.content.metric_records.values()))["num-examples"] for r in good)),
             "clients": _metrics(train_metrics),
         }
+        if bad:
+            record["malicious"] = sorted(_partition_of(r) for r in good
+                                         if next(iter(r.content.metric_records.values())).get("malicious", 0))
         if fed_cfg.fraction_evaluate > 0:
             eval_nodes = nodes if fed_cfg.fraction_evaluate == 1.0 else [
                 mapping[p] for p in sample_partitions(cfg, rnd, fed_cfg.fraction_evaluate, stream=6007)

@@ -54,7 +54,9 @@ def test_local_update_is_deterministic_and_reports_metrics(data_root):
     assert not all(torch.equal(s1[k], init[k]) for k in s1)
     assert m1["num-examples"] == len(client.train_data())
     assert m1["adv-share"] == pytest.approx(0.5, abs=0.02)
-    assert set(m1) == {"num-examples", "train-loss", "train-acc", "adv-share", "optimizer-steps", "seconds"}
+    assert set(m1) == {"num-examples", "train-loss", "train-acc", "adv-share", "optimizer-steps", "seconds",
+                       "malicious"}
+    assert m1["malicious"] == 0
     assert m1["optimizer-steps"] == -(-m1["num-examples"] // 64)
     ev = client.evaluate(s1)
     assert 0 <= ev["client-test-acc"] <= 1 and ev["num-examples"] == len(client.test_data())

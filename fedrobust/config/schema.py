@@ -215,6 +215,21 @@ class FaultsSection:
     stop_after_round: int = 0  # server stops (as if killed) after checkpointing this round; 0 = never
 
 
+ADVERSARY_KINDS = ("none", "label_flip", "sign_flip", "scale", "gaussian")
+
+
+@dataclass
+class AdversarySection:
+    """Poisoning: malicious hospitals and what they do (off unless a config says so)."""
+
+    kind: str = "none"  # label_flip (data) | sign_flip, scale, gaussian (the update sent) | none
+    share: float = 0.0  # share of hospitals that are malicious, chosen with run.seed; or name them:
+    partitions: list[int] = field(default_factory=list)  # explicit malicious partition ids (instead of share)
+    start_round: int = 1  # the first round they attack
+    scale: float = 10.0  # sign_flip sends -scale x its update, scale sends +scale x (model replacement)
+    sigma: float = 0.1  # gaussian: the update sent is N(0, sigma^2) per weight
+
+
 @dataclass
 class ExperimentConfig:
     """The whole experiment; sections mirror the TOML tables."""
@@ -233,6 +248,7 @@ class ExperimentConfig:
     sweep: SweepSection = field(default_factory=SweepSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
     faults: FaultsSection = field(default_factory=FaultsSection)
+    adversary: AdversarySection = field(default_factory=AdversarySection)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedrobust.config.schema import (
+    ADVERSARY_KINDS,
     AUGMENT_MODES,
     CLASSIC_AUGMENTS,
     STRATEGIES,
@@ -175,3 +176,33 @@ def _validate_federation(cfg: ExperimentConfig) -> None:
         for i, pid in enumerate(getattr(cfg.faults, name)):
             _require(0 <= pid < p.num_clients, f"faults.{name}[{i}]",
                      f"partition {pid} does not exist with {p.num_clients} clients")
+    _validate_adversary(cfg)
+
+
+# aggregators that tolerate a malicious minority, and the largest count f they take of n clients
+_TOLERANCE = {"fedmedian": lambda n: (n - 1) // 2, "fedtrimmedavg": lambda n: (n - 1) // 2,
+              "krum": lambda n: (n - 3) // 2, "multikrum": lambda n: (n - 3) // 2, "bulyan": lambda n: (n - 3) // 4}
+
+
+def _validate_adversary(cfg: ExperimentConfig) -> None:
+    a, n = cfg.adversary, cfg.partition.num_clients
+    _one_of(a.kind, "adversary.kind", ADVERSARY_KINDS)
+    _require(0 <= a.share < 1, "adversary.share", f"must be in [0, 1), got {a.share}")
+    _require(not (a.share and a.partitions), "adversary.share",
+             "give either a share or explicit adversary.partitions, not both")
+    for i, pid in enumerate(a.partitions):
+        _require(0 <= pid < n, f"adversary.partitions[{i}]", f"partition {pid} does not exist with {n} clients")
+    _require(len(set(a.partitions)) == len(a.partitions), "adversary.partitions", "lists a partition twice")
+    _require(a.start_round >= 1, "adversary.start_round", f"must be >= 1, got {a.start_round}")
+    _require(a.scale > 0, "adversary.scale", f"must be > 0 (sign_flip already negates), got {a.scale}")
+    _require(a.sigma > 0, "adversary.sigma", f"must be > 0, got {a.sigma}")
+    if a.kind == "none":
+        return
+    count = len(a.partitions) if a.partitions else round(a.share * n)
+    _require(count >= 1, "adversary.share" if not a.partitions else "adversary.partitions",
+             f"adversary.kind = {a.kind!r} but no hospital is malicious ({a.share} x {n} clients rounds to 0)")
+    limit = _TOLERANCE.get(cfg.federation.strategy)
+    if limit is not None:
+        _require(count <= limit(n), "adversary.share",
+                 f"{count} malicious of {n} clients is more than {cfg.federation.strategy} tolerates "
+                 f"({limit(n)}); use fewer malicious hospitals or more clients")

@@ -13,6 +13,7 @@ import torch
 from fedrobust.augment import AdversarialPolicy
 from fedrobust.config import DataSection, ExperimentConfig, ModelSection, PartitionSection
 from fedrobust.errors import FedrobustError
+from fedrobust.federated.adversary import DATA_KINDS, MODEL_KINDS, attacks_now, poison_update
 from fedrobust.federated.plan import alt_partitions, local_seed
 from fedrobust.models.from_config import model_for
 from fedrobust.tasks.base import Split
@@ -144,6 +145,8 @@ class LocalClient:
         seed = local_seed(cfg, server_round, self.partition_id)
         torch.manual_seed(seed)
         data = self.train_data()
+        malicious = attacks_now(cfg, self.partition_id, server_round)
+        targets = self.task.flipped_targets(data) if malicious and cfg.adversary.kind in DATA_KINDS else data.targets
         model = self._work_model(state)
         anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
         optimizer = make_optimizer(model, cfg.train)
@@ -158,10 +161,12 @@ class LocalClient:
             # warm-up counts rounds: a client's adversarial augmentation starts after
             # `warmup_epochs` of federated training (local epochs x rounds).
             global_epoch = (server_round - 1) * cfg.federation.local_epochs + epoch
-            stats.append(train_epoch(trained, data.images, data.targets, optimizer, cfg.train, policy, classic,
+            stats.append(train_epoch(trained, data.images, targets, optimizer, cfg.train, policy, classic,
                                      global_epoch, generator, proximal_mu=proximal_mu, anchor=anchor,
                                      class_weight=weight, task=self.task))
         new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if malicious and cfg.adversary.kind in MODEL_KINDS:
+            new_state = poison_update(cfg.adversary, new_state, state, torch.Generator().manual_seed(seed + 2))
         if self.partition_id in cfg.faults.nonfinite_partitions:
             first = next(k for k, v in new_state.items() if v.is_floating_point())
             new_state[first] = torch.full_like(new_state[first], float("nan"))
@@ -173,6 +178,7 @@ class LocalClient:
             "adv-share": float(np.mean([s.adv_share for s in stats])),
             "optimizer-steps": sum(s.steps for s in stats),
             "seconds": time.perf_counter() - started,
+            "malicious": int(malicious),
         }
         return new_state, metrics
 

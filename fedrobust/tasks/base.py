@@ -82,6 +82,10 @@ class Task(ABC):
         """``split`` of a node's own data file (deployment's ``--data-file``), used whole."""
         raise ConfigError(f"--data-file: a {self.name} node takes its data from --data-root, not one file")
 
+    @abstractmethod
+    def flipped_targets(self, split: Split) -> torch.Tensor:
+        """``split``'s targets as a label-flipping hospital trains on them (data poisoning)."""
+
     # learning ----------------------------------------------------------------------------------
     def class_weight(self, cfg: TrainSection, train: Split) -> torch.Tensor | None:
         """Per-class loss weights from the whole training split (``train.class_weights``), or None."""

@@ -45,6 +45,10 @@ class Classification(Task):
     def load_file(self, path: str, data: DataSection, split: str) -> ImageSplit:
         return load_own_file(path, data.dataset, split, image_size=data.image_size, as_rgb=data.as_rgb)
 
+    def flipped_targets(self, split: ImageSplit) -> torch.Tensor:
+        """The class permutation y -> y + 1 (mod classes): every label wrong, the class sizes kept."""
+        return (split.labels + 1) % max(2, split.info.num_classes)
+
     def class_weight(self, cfg: TrainSection, train: ImageSplit) -> torch.Tensor | None:
         return class_weights(cfg, train.labels, train.info.num_classes)
 

@@ -73,6 +73,10 @@ class Segmentation(Task):
     def partition_table(self, train: MaskSplit, parts: list[np.ndarray]) -> tuple[list[str], np.ndarray]:
         return [f"{b} polyps" for b in SIZE_BINS], size_table(train.masks, parts, len(SIZE_BINS))
 
+    def flipped_targets(self, split: MaskSplit) -> torch.Tensor:
+        """The inverted masks: background trained as polyp and polyp as background."""
+        return 1.0 - split.masks
+
     def classic(self, names: list[str], aug: AugmentSection, image_size: int) -> ClassicAugment:
         return ClassicAugment.of(names, aug, image_size, masks=True)
 

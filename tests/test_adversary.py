@@ -1,0 +1,94 @@
+"""Poisoned hospitals ([adversary]): who is malicious, what each kind sends, honest clients untouched."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedrobust.config import load_config
+from fedrobust.errors import ConfigError
+from fedrobust.federated import LocalClient
+from fedrobust.federated.adversary import malicious_partitions, poison_update
+from fedrobust.tasks.registry import task_of
+
+
+def _cfg(data_root, *extra):
+    return load_config(None, [f"data.root='{data_root}'", "model.name=student", "partition.num_clients=4",
+                              "partition.scheme=iid", "train.batch_size=64", *extra])
+
+
+def test_the_malicious_set_is_seeded_sized_and_explicit_ids_win():
+    cfg = load_config(None, ["partition.num_clients=10", "adversary.kind='sign_flip'", "adversary.share=0.3"])
+    bad = malicious_partitions(cfg)
+    assert len(bad) == 3 and bad == malicious_partitions(load_config(None, [
+        "partition.num_clients=10", "adversary.kind='sign_flip'", "adversary.share=0.3"]))  # a resume sees the same
+    other = [malicious_partitions(load_config(None, ["partition.num_clients=10", "adversary.kind='sign_flip'",
+                                                     "adversary.share=0.3", f"run.seed={s}"])) for s in range(1, 6)]
+    assert any(o != bad for o in other)
+    named = load_config(None, ["partition.num_clients=10", "adversary.kind='scale'", "adversary.partitions=[2, 7]"])
+    assert malicious_partitions(named) == {2, 7}
+    assert malicious_partitions(load_config(None, ["partition.num_clients=10", "adversary.share=0.3"])) == set()
+
+
+def test_model_poisoning_sends_what_it_says():
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(50, generator=g), "bn.num_batches_tracked": torch.tensor(3)}
+    trained = {"w": base["w"] + 0.01 * torch.randn(50, generator=g), "bn.num_batches_tracked": torch.tensor(4)}
+    delta = trained["w"] - base["w"]
+    a = load_config(None, ["adversary.kind='sign_flip'", "adversary.scale=10", "adversary.share=0.2"]).adversary
+    flipped = poison_update(a, trained, base, g)
+    torch.testing.assert_close(flipped["w"] - base["w"], -10 * delta, rtol=0, atol=1e-6)
+    assert torch.equal(flipped["bn.num_batches_tracked"], trained["bn.num_batches_tracked"])
+    a.kind = "scale"
+    torch.testing.assert_close(poison_update(a, trained, base, g)["w"] - base["w"], 10 * delta, rtol=0, atol=1e-6)
+    a.kind, a.sigma = "gaussian", 0.5
+    noise = poison_update(a, {"w": torch.zeros(20_000)}, {"w": torch.zeros(20_000)}, g)["w"]
+    assert abs(float(noise.std()) - 0.5) < 0.02 and abs(float(noise.mean())) < 0.02
+
+
+def test_label_flip_permutes_classes_and_inverts_masks(data_root, seg_root):
+    cfg = _cfg(data_root, "adversary.kind='label_flip'", "adversary.partitions=[1]")
+    split = LocalClient(cfg, 1).train_data()
+    flipped = task_of("classification").flipped_targets(split)
+    assert torch.equal(flipped, 1 - split.labels)  # two classes: the permutation swaps them
+    assert torch.equal(torch.bincount(flipped), torch.bincount(split.labels).flip(0))
+    from fedrobust.config import DataSection
+
+    seg = task_of("segmentation")
+    masks = seg.load(DataSection(task="segmentation", dataset="kvasir-seg", image_size=32, root=str(seg_root)),
+                     "val")
+    assert torch.equal(seg.flipped_targets(masks), 1 - masks.masks)
+
+
+def test_malicious_clients_poison_and_honest_ones_are_untouched(data_root):
+    clean = _cfg(data_root)
+    init = LocalClient(clean, 0).build_model().state_dict()
+    honest = {p: LocalClient(clean, p).train(init, server_round=1)[0] for p in (0, 1)}
+    attacked = _cfg(data_root, "adversary.kind='sign_flip'", "adversary.partitions=[1]", "adversary.scale=3")
+    s0, m0 = LocalClient(attacked, 0).train(init, server_round=1)
+    s1, m1 = LocalClient(attacked, 1).train(init, server_round=1)
+    assert all(torch.equal(s0[k], honest[0][k]) for k in s0) and m0["malicious"] == 0
+    assert m1["malicious"] == 1
+    key = next(k for k, v in init.items() if v.is_floating_point() and "running" not in k)
+    torch.testing.assert_close(s1[key] - init[key], -3 * (honest[1][key] - init[key]), rtol=0, atol=1e-5)
+    late = _cfg(data_root, "adversary.kind='sign_flip'", "adversary.partitions=[1]", "adversary.start_round=2")
+    s_late, m_late = LocalClient(late, 1).train(init, server_round=1)  # before start_round: honest
+    assert all(torch.equal(s_late[k], honest[1][k]) for k in s_late) and m_late["malicious"] == 0
+    flip = _cfg(data_root, "adversary.kind='label_flip'", "adversary.partitions=[1]")
+    s_flip, m_flip = LocalClient(flip, 1).train(init, server_round=1)
+    assert m_flip["malicious"] == 1 and not all(torch.equal(s_flip[k], honest[1][k]) for k in s_flip)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["adversary.kind='poison'"], "adversary.kind"),
+    (["adversary.kind='scale'", "adversary.share=0.2", "adversary.scale=-2"], "adversary.scale"),
+    (["adversary.kind='sign_flip'", "adversary.share=0.5", "federation.strategy='fedmedian'"], "adversary.share"),
+    (["adversary.kind='sign_flip'", "adversary.share=0.4", "federation.strategy='krum'"], "adversary.share"),
+    (["adversary.kind='sign_flip'", "adversary.share=0.2", "adversary.partitions=[1]"], "adversary.share"),
+    (["adversary.kind='sign_flip'", "adversary.partitions=[12]"], "adversary.partitions[0]"),
+    (["adversary.kind='sign_flip'"], "adversary.share"),
+])
+def test_bad_adversary_settings_fail_at_load_with_one_line(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["partition.num_clients=10", *overrides])
+    assert str(err.value).startswith(key) and "\n" not in str(err.value)
