@@ -194,8 +194,8 @@ def test_square_through_onnxruntime_matches_torch(tiny, tmp_path):
 
 
 def test_autoattack_and_pgd_restarts_keep_the_worst_image(tiny):
-    """autoattack is never weaker than any of its components, and PGD with restarts never weaker than one
-    start, per image and so in accuracy (the sweep cells, on a torch target)."""
+    """autoattack is never weaker than APGD-CE and, within two images, than its other components run alone;
+    PGD with restarts is never weaker than one start (the sweep cells, on a torch target)."""
     from fedrobust.config import SweepSection
     from fedrobust.sweep.cells import Cell, craft
     from fedrobust.sweep.targets import Target
@@ -206,9 +206,11 @@ def test_autoattack_and_pgd_restarts_keep_the_worst_image(tiny):
     w = SweepSection(apgd_steps=20, square_queries=50, pgd_steps=5, pgd_restarts=4)
     eps = 0.15
     worst, _ = craft(Cell("global", "autoattack", eps), target, model, x, y, w, 0, task, memo)
-    parts = {k[1]: v[0] for k, v in memo.items()}
-    assert set(parts) == {"apgd-ce", "apgd-margin", "square"}
-    assert all(_acc(model, worst, y) <= _acc(model, p, y) for p in parts.values())
+    assert [k[1] for k in memo] == ["apgd-ce"]  # the later attacks run on the still-robust images only
+    parts = {a: craft(Cell("global", a, eps), target, model, x, y, w, 0, task, memo)[0]
+             for a in ("apgd-ce", "apgd-margin", "square")}
+    assert _acc(model, worst, y) <= _acc(model, parts["apgd-ce"], y)  # starts from that very cell
+    assert all(_acc(model, worst, y) <= _acc(model, p, y) + 2 / len(x) for p in parts.values())
     assert _acc(model, worst, y) < _acc(model, x, y) - 0.3
     restarts, _ = craft(Cell("global", "pgd", eps), target, model, x, y, w, 0, task)
     one, _ = craft(Cell("global", "pgd", eps), target, model, x, y, SweepSection(pgd_steps=5), 0, task)
