@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from fedrobust.config import ExperimentConfig
 from fedrobust.errors import FedrobustError
 from fedrobust.federated import FederatedRun, alt_partitions, is_finite_state, min_replies, sample_partitions
-from fedrobust.federated.adversary import malicious_partitions
+from fedrobust.federated.adversary import malicious_partitions, update_stats
 from fedrobust.federated.server import describe_round
 from fedrobust.pipeline import after_training
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
@@ -216,6 +216,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             raise FedrobustError(  # kept short: Flower's log stream cuts long lines
                 f"round {rnd}: only {len(good)} of {len(messages)} clients sent a usable update, {need} needed "
                 f"(federation.min_replies); {failed} failed or unreachable, {missing} silent, {rejected} non-finite")
+        before = {k: v.numpy() for k, v in arrays.items()} if bad else {}  # the global weights the round started from
         new_arrays, train_metrics = strategy.aggregate_train(rnd, good) if good else (None, None)
         if new_arrays is not None:
             arrays, state = new_arrays, new_arrays.to_torch_state_dict()
@@ -236,6 +237,9 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         if bad:
             record["malicious"] = sorted(_partition_of(r) for r in good
                                          if next(iter(r.content.metric_records.values())).get("malicious", 0))
+            sent = {_partition_of(r): {k: a.numpy() for k, a in next(iter(r.content.array_records.values())).items()}
+                    for r in good}
+            record["updates"] = update_stats(before, sent, frozenset(record["malicious"]))
         if fed_cfg.fraction_evaluate > 0:
             eval_nodes = nodes if fed_cfg.fraction_evaluate == 1.0 else [
                 mapping[p] for p in sample_partitions(cfg, rnd, fed_cfg.fraction_evaluate, stream=6007)

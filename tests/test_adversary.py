@@ -92,3 +92,31 @@ def test_bad_adversary_settings_fail_at_load_with_one_line(overrides, key):
     with pytest.raises(ConfigError) as err:
         load_config(None, ["partition.num_clients=10", *overrides])
     assert str(err.value).startswith(key) and "\n" not in str(err.value)
+
+
+def test_the_round_loop_logs_who_attacked_and_what_their_updates_looked_like(data_root, tmp_path):
+    """The real round loop (in-process grid): a sign-flipping hospital is announced, logged per round, and its
+    update points away from the honest mean with scale x the norm."""
+    import io
+    import json
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "benchmarks"))
+    import _sequential
+
+    cfg = load_config(repo / "configs" / "quickstart.toml", [
+        "run.name=adv", "model.name=student", "partition.num_clients=3", "partition.scheme=iid",
+        "federation.rounds=2", "augment.mode=none", "distill.enabled=false", "export.enabled=false",
+        "sweep.enabled=false", f"run.out_dir='{tmp_path}'", f"data.root='{data_root}'",
+        "adversary.kind=sign_flip", "adversary.partitions=[2]", "adversary.scale=5", "adversary.start_round=2"])
+    log = io.StringIO()
+    run = _sequential.sequential_run(cfg, log=log)["run"]
+    assert "ATTACK SIMULATION: partitions [2] are malicious" in log.getvalue()
+    rounds = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][1:]
+    assert [r["malicious"] for r in rounds] == [[], [2]]
+    first, second = rounds[0]["updates"], rounds[1]["updates"]
+    assert all(u["cos_honest"] > 0 for u in first.values())  # round 1: everyone honest
+    assert second["2"]["cos_honest"] < 0 < second["0"]["cos_honest"]
+    assert second["2"]["norm"] > 2 * max(second["0"]["norm"], second["1"]["norm"])

@@ -6,7 +6,8 @@ to the update they send. Honest hospitals never pass through here.
 - model poisoning, on the weights it sends, with Δ = its trained weights − the global weights:
   ``sign_flip`` sends global − s·Δ, ``scale`` sends global + s·Δ (model replacement),
   ``gaussian`` sends global + N(0, σ²) per weight.
-Integer buffers (BatchNorm's batch counter) are sent as trained.
+Float buffers (BatchNorm running statistics) are poisoned like weights; integer ones (its batch counter) are
+sent as trained.
 """
 
 from __future__ import annotations
@@ -56,4 +57,25 @@ def poison_update(a: AdversarySection, trained: StateDict, global_state: StateDi
             out[key] = base + a.sigma * torch.randn(value.shape, generator=generator, dtype=value.dtype)
         else:
             raise ValueError(f"adversary.kind {a.kind!r} does not poison updates")
+    return out
+
+
+def update_stats(global_state: dict[str, np.ndarray], sent: dict[int, dict[str, np.ndarray]],
+                 malicious: frozenset[int]) -> dict[str, dict[str, float]]:
+    """Per partition: the L2 norm of its update (sent − global, float weights) and its cosine similarity to
+    the mean update of the honest partitions of the round: what a defense could see."""
+    keys = [k for k, v in global_state.items() if np.issubdtype(np.asarray(v).dtype, np.floating)]
+
+    def flat(state: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([(np.asarray(state[k], np.float64) - global_state[k]).ravel() for k in keys])
+
+    updates = {pid: flat(s) for pid, s in sent.items()}
+    honest = [u for pid, u in updates.items() if pid not in malicious]
+    mean = np.mean(honest, axis=0) if honest else None
+    out = {}
+    for pid, u in updates.items():
+        norm = float(np.linalg.norm(u))
+        cos = (float(u @ mean / (norm * np.linalg.norm(mean))) if mean is not None and norm and np.linalg.norm(mean)
+               else float("nan"))
+        out[str(pid)] = {"norm": round(norm, 6), "cos_honest": round(cos, 6)}
     return out
