@@ -75,6 +75,15 @@ def test_autoattack_is_the_per_image_worst_case_and_the_headline(swept):
     assert "## Headline: robust accuracy under autoattack" in report and "(1 gl)" in report
 
 
+def test_apgd_dlr_on_a_binary_set_is_refused_before_anything_is_written(swept, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(swept, run)
+    (run / "sweep.csv").unlink()
+    assert main(["sweep", str(run), "--attacks", "apgd-dlr"]) == 2
+    assert "apgd-dlr needs >= 3 classes" in capsys.readouterr().err
+    assert not (run / PARTIAL).exists() and not (run / PARTIAL).with_suffix(".json").exists()
+
+
 def test_corruptions_table_report_and_plot(swept):
     rows = _rows(swept / "corruptions.csv")
     assert list(rows[0]) == ["target", "corruption", "severity", "accuracy", "auc", "n"]

@@ -4,13 +4,14 @@ model x defense, columns: clean and each eps), the sanity checks, and the curves
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from fedrobust.checkpoint import load_model
 from fedrobust.config import ExperimentConfig
 from fedrobust.rundir import RunDir, atomic_write_bytes, atomic_write_json
-from fedrobust.sweep.cells import APGD, WHITE_BOX
-from fedrobust.sweep.checks import run_checks, score_table
+from fedrobust.sweep.cells import APGD
+from fedrobust.sweep.checks import STRONGEST, run_checks, score_table, strongest
 from fedrobust.sweep.results import CORRUPTIONS_CSV, SWEEP_CSV, delivered_column, read_sweep, sweep_images
 from fedrobust.sweep.targets import LABELS
 from fedrobust.tasks.base import Split
@@ -30,38 +31,43 @@ def grey_levels(eps: float) -> str:
     return f"{eps * 255:.2g} gl" + (" †" if eps < HALF_LEVEL else "")
 
 
-def headline(rows: list[dict], column: str) -> tuple[str, dict[str, dict[float, float]]]:
-    """The robust score every report leads with: autoattack's per-image worst case where it was swept, else
-    the worst white-box attack per eps (a weaker claim, named as such)."""
-    t = score_table(rows, column)
-    worst = {k[0]: v for k, v in t.items() if k[1] == "autoattack"}
-    if worst:
-        return "autoattack (worst case of APGD-CE, APGD-DLR or margin APGD, Square)", worst
-    out: dict[str, dict[float, float]] = {}
-    for (target, attack), curve in t.items():
-        if attack in (*WHITE_BOX, *APGD):
-            for e, v in curve.items():
-                out.setdefault(target, {})[e] = min(v, out.get(target, {}).get(e, v))
-    return "worst white-box attack per eps (" + ", ".join(a for a in (*WHITE_BOX, *APGD)
-                                                          if any(k[1] == a for k in t)) + ")", out
+@dataclass(frozen=True)
+class Headline:
+    """The robust score every report leads with, per target and eps, raw and as delivered in 8 bits."""
+
+    attack: str
+    raw: dict[str, dict[float, float]]
+    delivered: dict[str, dict[float, float]]
 
 
-def _headline_table(rows: list[dict], spec: TaskSpec) -> list[str]:
-    name, worst = headline(rows, spec.column)
-    if not worst:
+def headline(rows: list[dict], spec: TaskSpec) -> Headline:
+    """autoattack's per-image worst case where it was swept, else the worst white-box attack per eps (a weaker
+    claim, named as such)."""
+    raw, sent = score_table(rows, spec.column), score_table(rows, delivered_column(spec.name))
+    targets = list(dict.fromkeys(k[0] for k in raw))
+    if any(k[1] == "autoattack" for k in raw):
+        name = "autoattack (worst case of APGD-CE, APGD-DLR or margin APGD, Square)"
+        pick = lambda t: {g: t[(g, "autoattack")] for g in targets if (g, "autoattack") in t}  # noqa: E731
+    else:
+        name = "worst white-box attack per eps (" + ", ".join(a for a in STRONGEST if any(k[1] == a for k in raw)) + ")"
+        pick = lambda t: {g: c for g in targets if (c := strongest(t, g))}  # noqa: E731
+    return Headline(name, pick(raw), pick(sent))
+
+
+def _headline_table(rows: list[dict], spec: TaskSpec, head: Headline) -> list[str]:
+    if not head.raw:
         return []
-    sent = headline(rows, delivered_column(spec.name))[1]
     t = score_table(rows, spec.column)
-    eps = sorted({e for v in worst.values() for e in v})
-    out = [f"## Headline: robust {spec.label} under {name}", "",
+    eps = sorted({e for v in head.raw.values() for e in v})
+    out = [f"## Headline: robust {spec.label} under {head.attack}", "",
            f"Threat model: {THREAT_MODEL}. Each cell: raw float images / the same images delivered as 8-bit PNGs "
            "(rounded to grey levels, decoded as `fedrobust-edge` decodes them).", "",
            "| model | clean | " + " | ".join(f"{e:.4g} ({grey_levels(e)})" for e in eps) + " |",
            "|" + " --- |" * (2 + len(eps))]
-    for target, curve in worst.items():
+    for target, curve in head.raw.items():
         clean = t.get((target, "clean"), {}).get(0.0, float("nan"))
-        cells = " | ".join(f"{curve.get(e, float('nan')):.3f} / {sent.get(target, {}).get(e, float('nan')):.3f}"
-                           for e in eps)
+        sent = head.delivered.get(target, {})
+        cells = " | ".join(f"{curve.get(e, float('nan')):.3f} / {sent.get(e, float('nan')):.3f}" for e in eps)
         out.append(f"| {LABELS[target]} | {clean:.3f} | {cells} |")
     if any(e < HALF_LEVEL for e in eps):
         out += ["", "† eps below half a grey level: not deliverable as an 8-bit image (rounding undoes it), so "
@@ -110,14 +116,12 @@ def _corruption_section(run_dir: Path, rows: list[dict], spec: TaskSpec, plots: 
     return [*out, "", f"![corruptions]({PLOTS}/corruptions.png)", ""]
 
 
-def robust_summary(rows: list[dict], spec: TaskSpec) -> dict:
+def robust_summary(head: Headline, spec: TaskSpec) -> dict:
     """The headline robust score for summary.json, per target and eps (raw and delivered in 8 bits)."""
-    name, worst = headline(rows, spec.column)
-    sent = headline(rows, delivered_column(spec.name))[1]
     key = lambda curve: {f"{e:.6g}": round(v, 6) for e, v in sorted(curve.items())}  # noqa: E731
-    return {"attack": name, "metric": spec.label, "threat_model": THREAT_MODEL,
-            "by_target": {t: key(c) for t, c in worst.items()},
-            "delivered_8bit": {t: key(c) for t, c in sent.items()}}
+    return {"attack": head.attack, "metric": spec.label, "threat_model": THREAT_MODEL,
+            "by_target": {t: key(c) for t, c in head.raw.items()},
+            "delivered_8bit": {t: key(c) for t, c in head.delivered.items()}}
 
 
 def defense_of(cfg: ExperimentConfig, target: str) -> str:
@@ -230,6 +234,7 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
     data = data if data is not None else sweep_images(cfg)
     chance = task.chance(data)
     checks = run_checks(rows, chance, cfg.sweep.tolerance, spec.column, spec.label)
+    head = headline(rows, spec)
     plots = run_dir / PLOTS
     plots.mkdir(exist_ok=True)
     figures = _plot_sweep(rows, plots, chance, spec)
@@ -251,7 +256,7 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
         + (f"; Square (ART) {cfg.sweep.square_queries} iterations"
            if any(a in cfg.sweep.attacks for a in ("square", "autoattack")) else "") + ". "
         "White-box attacks on ONNX targets are crafted on the torch student and scored by onnxruntime.", "",
-        *_headline_table(rows, spec),
+        *_headline_table(rows, spec, head),
         "## Sanity checks", "",
         *[f"- {'✓' if c.ok else '✗ **VIOLATED**'} {c.name} — {LABELS.get(c.target, c.target)}: {c.detail}"
           for c in checks], "",
@@ -272,5 +277,5 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     atomic_write_bytes(run_dir / "checks.json", json.dumps([c.__dict__ for c in checks], indent=1).encode())
     if summary:
-        atomic_write_json(run_dir / RunDir.SUMMARY, {**summary, "robust": robust_summary(rows, spec)})
+        atomic_write_json(run_dir / RunDir.SUMMARY, {**summary, "robust": robust_summary(head, spec)})
     return path

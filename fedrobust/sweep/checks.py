@@ -39,6 +39,15 @@ def score_table(rows: list[dict], column: str) -> dict[tuple[str, str], dict[flo
     return table
 
 
+STRONGEST = (*WHITE_BOX, *APGD, "autoattack")  # the attacks whose per-eps minimum is the white-box worst case
+
+
+def strongest(t: dict[tuple[str, str], dict[float, float]], target: str) -> dict[float, float]:
+    """Per eps, the lowest score any white-box attack (FGSM, PGD, APGD, autoattack) reached on ``target``."""
+    curves = [t[(target, a)] for a in STRONGEST if (target, a) in t]
+    return {e: min(c[e] for c in curves if e in c) for e in curves[0]} if curves else {}
+
+
 def run_checks(rows: list[dict], chance: float, tol: float, column: str, label: str) -> list[Check]:
     """``chance``: the ``column`` score of a constant guess (the majority-class share for accuracy); ``label``
     names the score in the checks' wording."""
@@ -68,9 +77,8 @@ def run_checks(rows: list[dict], chance: float, tol: float, column: str, label: 
                 checks.append(Check(f"PGD{loss} ≤ FGSM{loss}", target, not bad,
                                     "holds at every eps" if not bad else
                                     "violated at eps " + ", ".join(f"{e:g} ({p[e]:.3f} > {f[e]:.3f})" for e in bad)))
-        white = [t[(target, a)] for a in (*WHITE_BOX, *APGD, "autoattack") if (target, a) in t]
-        if white:
-            best = {e: min(w[e] for w in white if e in w) for e in white[0]}
+        best = strongest(t, target)
+        if best:
             for attack in (*TRANSFER, "square", "noise"):
                 a = t.get((target, attack))
                 if not a:

@@ -61,13 +61,13 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     teacher = teacher_of(targets, cfg, run_dir)
     by_name = {t.name: t for t in targets}
     data = sweep_images(cfg)
+    if "apgd-dlr" in cfg.sweep.attacks and (classes := targets[0].logits(data.images[:1]).shape[1]) < 3:
+        raise ConfigError(f"sweep.attacks: apgd-dlr needs >= 3 classes and {cfg.data.dataset} has {max(classes, 2)}; "
+                          f"use apgd-margin (autoattack picks it on binary heads by itself)")
     settings = settings_blob(cfg, len(data))
     partial = run_dir / PARTIAL
     done = read_partial(partial, settings)
     partial.with_suffix(".json").write_text(settings)
-    if "apgd-dlr" in cfg.sweep.attacks and (classes := targets[0].logits(data.images[:1]).shape[1]) < 3:
-        raise ConfigError(f"sweep.attacks: apgd-dlr needs >= 3 classes and {cfg.data.dataset} has {max(classes, 2)}; "
-                          f"use apgd-margin (autoattack picks it on binary heads by itself)")
     cells = plan(cfg, list(by_name))
     todo = [c for c in cells if c.key not in done]
     if done:
@@ -79,7 +79,7 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
         if new:
             writer.writeheader()
         cached: tuple[Any, torch.Tensor, dict[str, float]] | None = None  # consecutive cells share images
-        memo: dict = {}  # autoattack's components, kept for the worst case (small: classification only)
+        memo: dict = {}  # APGD and Square images by what they were crafted on, for autoattack (classification only)
         for cell in todo:
             started = time.perf_counter()
             target = by_name[cell.target]
