@@ -16,16 +16,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedrobust.config import ExperimentConfig
 from fedrobust.errors import FedrobustError
-from fedrobust.federated import FederatedRun, alt_partitions, is_finite_state, min_replies, sample_partitions
-from fedrobust.federated.adversary import malicious_partitions, update_stats
+from fedrobust.federated import FederatedRun, alt_partitions, is_finite_state, min_replies, robust, sample_partitions
+from fedrobust.federated.adversary import COLLUDING_KINDS, malicious_partitions, update_stats
 from fedrobust.federated.server import describe_round
 from fedrobust.pipeline import after_training
-from server.strategies import build_strategy, restore_strategy_state, strategy_state
+from server.strategies import (
+    UpdateDefense,
+    as_record,
+    build_strategy,
+    restore_strategy_state,
+    selected_partitions,
+    strategy_state,
+)
 
 PREFIX = "[fedrobust]"
 
@@ -160,6 +168,48 @@ def screen(replies: Iterable[Message]) -> tuple[list[Message], int, int]:
     return good, failed, rejected
 
 
+def _said_malicious(reply: Message) -> bool:
+    return bool(next(iter(reply.content.metric_records.values())).get("malicious", 0))
+
+
+def _sent(reply: Message) -> dict[str, Any]:
+    return {k: a.numpy() for k, a in next(iter(reply.content.array_records.values())).items()}
+
+
+def collude(cfg: ExperimentConfig, replies: list[Message], global_state: dict[str, Any]) -> None:
+    """ATTACK SIMULATION of ``adversary.kind`` = alie / ipm: the updates of the clients that said they are
+    malicious are replaced, in place, by the one update crafted from the honest replies of the round."""
+    bad = [r for r in replies if _said_malicious(r)]
+    honest = [_sent(r) for r in replies if not _said_malicious(r)]
+    if not bad or len(honest) < 2:
+        return
+    a = cfg.adversary
+    update = robust.colluding_update(a.kind, robust.flatten(honest, global_state), len(replies), len(bad), a.scale,
+                                     a.alie_z)
+    crafted = robust.unflatten(update, global_state, honest[0])
+    for reply in bad:
+        key = next(iter(reply.content.array_records))
+        reply.content[key] = as_record(crafted)
+
+
+def defense_record(strategy: Any, fed: Any, replies: list[Message], malicious: list[int] | None) -> dict[str, Any]:
+    """What the aggregator dropped or kept this round (our defenses; Krum, MultiKrum, Bulyan by Flower's
+    selection), and with attackers present, the detection precision / recall of that against them."""
+    present = {_partition_of(r) for r in replies}
+    out: dict[str, Any] = {}
+    if isinstance(strategy, UpdateDefense):
+        out["defense"] = strategy.last
+        flagged = set(strategy.last.get("flagged", []))
+    elif (kept := selected_partitions(strategy, fed, replies)) is not None:
+        out["selected"] = kept
+        flagged = present - set(kept)
+    else:
+        return out
+    if malicious is not None:
+        out["detection"] = robust.detection(flagged, set(malicious), present)
+    return out
+
+
 def _metrics(record: Any) -> dict[str, float]:
     return {k: float(v) for k, v in dict(record).items()} if record is not None else {}
 
@@ -170,7 +220,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     nodes = wait_for_nodes(grid, cfg.partition.num_clients, cfg.simulation.startup_timeout)
     run = FederatedRun(cfg)
     done, state, saved_strategy = run.initial_state()
-    strategy = build_strategy(fed_cfg)
+    strategy = build_strategy(fed_cfg, root=lambda g, rnd: run.trusted_update(
+        {k: torch.from_numpy(v) for k, v in g.items()}, rnd))
     restore_strategy_state(strategy, saved_strategy)
     say(f"run directory {run.run.path.resolve()}")
     if done:
@@ -217,6 +268,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
                 f"round {rnd}: only {len(good)} of {len(messages)} clients sent a usable update, {need} needed "
                 f"(federation.min_replies); {failed} failed or unreachable, {missing} silent, {rejected} non-finite")
         before = {k: v.numpy() for k, v in arrays.items()} if bad else {}  # the global weights the round started from
+        if bad and cfg.adversary.kind in COLLUDING_KINDS:
+            collude(cfg, good, before)
         new_arrays, train_metrics = strategy.aggregate_train(rnd, good) if good else (None, None)
         if new_arrays is not None:
             arrays, state = new_arrays, new_arrays.to_torch_state_dict()
@@ -240,6 +293,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             sent = {_partition_of(r): {k: a.numpy() for k, a in next(iter(r.content.array_records.values())).items()}
                     for r in good}
             record["updates"] = update_stats(before, sent, frozenset(record["malicious"]))
+        record.update(defense_record(strategy, fed_cfg, good, record.get("malicious")))
         if fed_cfg.fraction_evaluate > 0:
             eval_nodes = nodes if fed_cfg.fraction_evaluate == 1.0 else [
                 mapping[p] for p in sample_partitions(cfg, rnd, fed_cfg.fraction_evaluate, stream=6007)

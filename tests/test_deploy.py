@@ -166,7 +166,7 @@ class Deployment:
 def _run_args(out: Path, clients: int, *overrides: str) -> list[str]:
     sets = [f"run.out_dir='{out}'", "run.name=deployed", "model.name=student", f"partition.num_clients={clients}",
             "federation.local_epochs=1", "augment.warmup_epochs=0", "distill.epochs=1", "export.teacher=false",
-            "sweep.max_images=16", "sweep.eps=[0.01]", "sweep.attacks=['fgsm']", *overrides]
+            "sweep.max_images=16", "sweep.eps=[0.01]", "sweep.attacks=['fgsm']", "sweep.corruptions=false", *overrides]
     args = ["deploy", "run", "--config", str(REPO / "configs" / "quickstart.toml")]
     for s in sets:
         args += ["--set", s]

@@ -131,6 +131,7 @@ def _tiny(tmp_path, seg_root, *extra: str) -> list[str]:
             "--set", "partition.num_clients=2", "--set", "federation.rounds=2", "--set", "distill.epochs=1",
             "--set", "sweep.max_images=8", "--set", "sweep.eps=[0.1176]", "--set", "export.teacher=false",
             "--set", "sweep.attacks=['fgsm', 'transfer-fgsm']", "--set", "export.calibration_size=16",
+            "--set", "sweep.corruptions=false", "--set", "federation.local_epochs=1",
             *[a for kv in extra for a in ("--set", kv)]]
 
 

@@ -12,7 +12,8 @@ def test_centralized_run_writes_a_complete_run_directory(data_root, tmp_path, ca
                  "--set", f"run.out_dir='{tmp_path}'", "--set", "run.name=t",
                  "--set", "model.name=student", "--set", "train.epochs=2",
                  "--set", "augment.mode=both", "--set", "augment.fused=true", "--set", "augment.eps=0.004",
-                 "--set", "eval.fgsm_eps=[0.0, 0.05]", "--set", "sweep.eps=[0.01, 0.1176]"])
+                 "--set", "eval.fgsm_eps=[0.0, 0.05]", "--set", "sweep.eps=[0.01, 0.1176]",
+                 "--set", "sweep.attacks=['fgsm']", "--set", "sweep.max_images=32", "--set", "sweep.corruptions=false"])
     assert code == 0
     (run,) = tmp_path.iterdir()
     assert run.name.startswith("t-")

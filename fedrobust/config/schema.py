@@ -107,7 +107,8 @@ class EvalSection:
     fgsm_eps: list[float] = field(default_factory=lambda: [0.001, 0.002, 0.003, 0.004, 0.005])
 
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan",
+              "normclip", "centeredclip", "fltrust")  # the last three: fedrobust.federated.robust
 
 
 @dataclass
@@ -123,6 +124,8 @@ class FederationSection:
     trimmed_beta: float = 0.2  # fedtrimmedavg: share cut from each end
     num_malicious: int = 0  # krum / multikrum / bulyan: assumed Byzantine clients
     multikrum_select: int = 2  # multikrum: updates averaged
+    clip_norm: float = 0.0  # normclip: L2 bound of each update; centeredclip: radius around the last aggregate
+    # (tau); 0 = the median of the round's norms (distances), so no scale has to be known in advance
     server_lr: float = 0.1  # fedadam: server learning rate (eta)
     server_tau: float = 1e-3  # fedadam: adaptivity
     eval_eps: float = 0.003  # FGSM eps of the per-round central robustness check
@@ -215,19 +218,22 @@ class FaultsSection:
     stop_after_round: int = 0  # server stops (as if killed) after checkpointing this round; 0 = never
 
 
-ADVERSARY_KINDS = ("none", "label_flip", "sign_flip", "scale", "gaussian")
+ADVERSARY_KINDS = ("none", "label_flip", "sign_flip", "scale", "gaussian", "alie", "ipm")
 
 
 @dataclass
 class AdversarySection:
     """Poisoning: malicious hospitals and what they do (off unless a config says so)."""
 
-    kind: str = "none"  # label_flip (data) | sign_flip, scale, gaussian (the update sent) | none
+    kind: str = "none"  # label_flip (data) | sign_flip, scale, gaussian (the update sent) | alie, ipm (colluding:
+    # they know the round's honest updates, so the server side simulates them before aggregation) | none
     share: float = 0.0  # share of hospitals that are malicious, chosen with run.seed; or name them:
     partitions: list[int] = field(default_factory=list)  # explicit malicious partition ids (instead of share)
     start_round: int = 1  # the first round they attack
     scale: float = 10.0  # sign_flip sends -scale x its update, scale sends +scale x (model replacement)
     sigma: float = 0.1  # gaussian: the update sent is N(0, sigma^2) per weight
+    # ipm sends -scale x the honest mean update (Xie et al.: small, e.g. 0.5, slips past Krum and the median)
+    alie_z: float = 0.0  # alie: honest mean + z x honest std per coordinate; 0 = Baruch et al.'s z_max for n, f
 
 
 @dataclass

@@ -161,6 +161,7 @@ def _validate_federation(cfg: ExperimentConfig) -> None:
     _require(0 <= f.trimmed_beta < 0.5, "federation.trimmed_beta", f"must be in [0, 0.5), got {f.trimmed_beta}")
     _require(f.num_malicious >= 0, "federation.num_malicious", f"must be >= 0, got {f.num_malicious}")
     _require(f.multikrum_select >= 1, "federation.multikrum_select", "must be >= 1")
+    _require(f.clip_norm >= 0, "federation.clip_norm", f"must be >= 0 (0 = the round's median), got {f.clip_norm}")
     _require(f.server_lr > 0, "federation.server_lr", f"must be > 0, got {f.server_lr}")
     _require(f.server_tau > 0, "federation.server_tau", f"must be > 0, got {f.server_tau}")
     _require(0 <= f.eval_eps <= 1, "federation.eval_eps", f"must be in [0, 1], got {f.eval_eps}")
@@ -196,11 +197,15 @@ def _validate_adversary(cfg: ExperimentConfig) -> None:
     _require(a.start_round >= 1, "adversary.start_round", f"must be >= 1, got {a.start_round}")
     _require(a.scale > 0, "adversary.scale", f"must be > 0 (sign_flip already negates), got {a.scale}")
     _require(a.sigma > 0, "adversary.sigma", f"must be > 0, got {a.sigma}")
+    _require(a.alie_z >= 0, "adversary.alie_z", f"must be >= 0 (0 = Baruch et al.'s z_max), got {a.alie_z}")
     if a.kind == "none":
         return
     count = len(a.partitions) if a.partitions else round(a.share * n)
     _require(count >= 1, "adversary.share" if not a.partitions else "adversary.partitions",
              f"adversary.kind = {a.kind!r} but no hospital is malicious ({a.share} x {n} clients rounds to 0)")
+    if a.kind in ("alie", "ipm"):
+        _require(n - count >= 2, "adversary.share", f"{a.kind} estimates the honest spread: it needs at least 2 "
+                 f"honest hospitals, and {count} of {n} are malicious")
     limit = _TOLERANCE.get(cfg.federation.strategy)
     if limit is not None:
         _require(count <= limit(n), "adversary.share",

@@ -5,7 +5,10 @@ to the update they send. Honest hospitals never pass through here.
   for masks, the inverted mask), through the task seam;
 - model poisoning, on the weights it sends, with Δ = its trained weights − the global weights:
   ``sign_flip`` sends global − s·Δ, ``scale`` sends global + s·Δ (model replacement),
-  ``gaussian`` sends global + N(0, σ²) per weight.
+  ``gaussian`` sends global + N(0, σ²) per weight;
+- colluding, ``alie`` and ``ipm``: computed from the round's honest updates, which only the server sees in a
+  simulation, so the server applies them before aggregation (``colluding_update`` in
+  ``fedrobust.federated.robust``); the malicious client itself trains honestly and says it is malicious.
 Float buffers (BatchNorm running statistics) are poisoned like weights; integer ones (its batch counter) are
 sent as trained.
 """
@@ -20,6 +23,7 @@ from fedrobust.config import AdversarySection, ExperimentConfig
 StateDict = dict[str, torch.Tensor]
 DATA_KINDS = ("label_flip",)
 MODEL_KINDS = ("sign_flip", "scale", "gaussian")
+COLLUDING_KINDS = ("alie", "ipm")
 _SEED_OFFSET = 7_919  # the malicious set is drawn apart from partitioning and sampling
 
 

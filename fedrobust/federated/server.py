@@ -20,6 +20,7 @@ from fedrobust.tasks.base import Task
 from fedrobust.tasks.registry import task_for
 from fedrobust.train.batchnorm import recalibrate_batchnorm
 from fedrobust.train.evaluate import adversarial_images, evaluate, evaluate_robust
+from fedrobust.train.local import make_optimizer, train_epoch
 
 StateDict = dict[str, torch.Tensor]
 CHECKPOINTS = "checkpoints"
@@ -44,7 +45,7 @@ class FederatedRun:
         self.test = self.task.load(cfg.data, "test")
         self.model = model_for(cfg)
         select = cfg.federation.select
-        needs_val = select != "last" or cfg.federation.bn_recalibration == "val"
+        needs_val = select != "last" or cfg.federation.bn_recalibration == "val" or cfg.federation.strategy == "fltrust"
         self.val = self.task.load(cfg.data, "val") if needs_val else None
         self.started = time.perf_counter()
 
@@ -79,6 +80,19 @@ class FederatedRun:
             return state
         self.model.load_state_dict(state)
         recalibrate_batchnorm(self.model, self.val.images, self.cfg.eval.batch_size)
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def trusted_update(self, state: StateDict, server_round: int) -> StateDict:
+        """FLTrust's root of trust: the weights after the clients' local recipe (epochs, optimizer, no attack,
+        no augmentation) on the server's own clean val split, seeded per round."""
+        assert self.val is not None
+        torch.manual_seed(self.cfg.run.seed + 104_729 * server_round)
+        self.model.load_state_dict(state)
+        optimizer = make_optimizer(self.model, self.cfg.train)
+        generator = torch.Generator().manual_seed(self.cfg.run.seed + server_round)
+        for epoch in range(self.cfg.federation.local_epochs):
+            train_epoch(self.model, self.val.images, self.val.targets, optimizer, self.cfg.train, epoch=epoch,
+                        generator=generator, task=self.task)
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def evaluate(self, state: StateDict) -> dict[str, float]:
