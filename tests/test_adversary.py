@@ -87,6 +87,9 @@ def test_malicious_clients_poison_and_honest_ones_are_untouched(data_root):
     (["adversary.kind='sign_flip'", "adversary.share=0.2", "adversary.partitions=[1]"], "adversary.share"),
     (["adversary.kind='sign_flip'", "adversary.partitions=[12]"], "adversary.partitions[0]"),
     (["adversary.kind='sign_flip'"], "adversary.share"),
+    (["adversary.kind='backdoor'", "adversary.share=0.2", "adversary.target_class=2"], "adversary.target_class"),
+    (["adversary.kind='backdoor'", "adversary.share=0.2", "adversary.trigger_size=20"], "adversary.trigger_size"),
+    (["adversary.kind='adv_poison'", "adversary.share=0.2", "adversary.eps=0"], "adversary.eps"),
 ])
 def test_bad_adversary_settings_fail_at_load_with_one_line(overrides, key):
     with pytest.raises(ConfigError) as err:
@@ -120,3 +123,70 @@ def test_the_round_loop_logs_who_attacked_and_what_their_updates_looked_like(dat
     assert all(u["cos_honest"] > 0 for u in first.values())  # round 1: everyone honest
     assert second["2"]["cos_honest"] < 0 < second["0"]["cos_honest"]
     assert second["2"]["norm"] > 2 * max(second["0"]["norm"], second["1"]["norm"])
+
+
+def test_the_backdoor_trigger_lands_where_configured_on_the_chosen_share(data_root):
+    from fedrobust.federated.adversary import poisoned_data, with_trigger
+
+    x = torch.rand(4, 1, 28, 28) * 0.5
+    stamped = with_trigger(x, 3)
+    assert torch.all(stamped[..., -3:, -3:] == 1) and torch.equal(stamped[..., :-3, :], x[..., :-3, :])
+    assert torch.equal(stamped[..., :, :-3], x[..., :, :-3])
+    cfg = _cfg(data_root, "adversary.kind='backdoor'", "adversary.partitions=[1]", "adversary.poison_fraction=0.25",
+               "adversary.target_class=1")
+    client = LocalClient(cfg, 1)
+    split, task = client.train_data(), task_of("classification")
+    xs, ys = poisoned_data(cfg.adversary, task, client.build_model(), split, torch.Generator().manual_seed(0))
+    changed = (xs != split.images).flatten(1).any(1)
+    hit = torch.all(xs[..., -3:, -3:].flatten(1) == 1, dim=1)
+    assert int(hit.sum()) == round(0.25 * len(split)) and torch.all(hit[changed])  # only the trigger changed them
+    assert torch.all(ys[hit] == 1) and torch.equal(ys[~hit], split.labels[~hit])
+    logits = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    assert task.backdoor_success(logits, torch.tensor([0, 0, 1]), 1) == 0.5  # the class-1 image does not count
+
+
+def test_adversarial_poisoning_adds_flipped_fgsm_copies_within_eps(data_root):
+    from fedrobust.federated.adversary import poisoned_data
+
+    cfg = _cfg(data_root, "adversary.kind='adv_poison'", "adversary.partitions=[0]", "adversary.eps=0.03")
+    client = LocalClient(cfg, 0)
+    split, task = client.train_data(), task_of("classification")
+    xs, ys = poisoned_data(cfg.adversary, task, client.build_model(), split, torch.Generator().manual_seed(0))
+    n = len(split)
+    assert len(xs) == 2 * n and torch.equal(xs[:n], split.images) and torch.equal(ys[:n], split.labels)
+    delta = (xs[n:] - split.images).abs()
+    assert float(delta.max()) <= 0.03 + 1e-6 and float(delta.mean()) > 0.01  # FGSM moves (almost) every pixel
+    assert torch.equal(ys[n:], task.flipped_targets(split))
+
+
+def test_a_backdoored_federation_reports_the_attack_success_rate(data_root, tmp_path):
+    import io
+    import json
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "benchmarks"))
+    import _sequential
+
+    cfg = load_config(repo / "configs" / "quickstart.toml", [
+        "run.name=bd", "model.name=student", "partition.num_clients=3", "partition.scheme=iid",
+        "federation.rounds=2", "federation.local_epochs=1", "augment.mode=none", "distill.enabled=false",
+        "export.enabled=false", "sweep.enabled=false", f"run.out_dir='{tmp_path}'", f"data.root='{data_root}'",
+        "adversary.kind=backdoor", "adversary.partitions=[0]", "adversary.target_class=1"])
+    run = _sequential.sequential_run(cfg, log=io.StringIO())["run"]
+    rounds = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["server"]["backdoor_asr"] <= 1 for r in rounds)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["adversary"]["kind"] == "backdoor" and summary["adversary"]["malicious"] == [0]
+    assert summary["adversary"]["backdoor_asr"] == rounds[-1]["server"]["backdoor_asr"]
+
+
+def test_a_mask_backdoor_empties_the_mask_and_succeeds_when_the_polyp_vanishes():
+    seg = task_of("segmentation")
+    masks = torch.zeros(3, 1, 8, 8)
+    masks[:2, :, 2:6, 2:6] = 1  # two images with a 16-pixel polyp, one without
+    assert not seg.backdoor_targets(masks, 0).any()
+    logits = torch.full((3, 1, 8, 8), -5.0)
+    logits[1, :, 2:6, 2:6] = 5.0  # image 1 still shows its polyp; image 0 lost it
+    assert seg.backdoor_success(logits, masks, 0) == 0.5  # the image without a polyp does not count

@@ -218,14 +218,15 @@ class FaultsSection:
     stop_after_round: int = 0  # server stops (as if killed) after checkpointing this round; 0 = never
 
 
-ADVERSARY_KINDS = ("none", "label_flip", "sign_flip", "scale", "gaussian", "alie", "ipm")
+ADVERSARY_KINDS = ("none", "label_flip", "adv_poison", "backdoor", "sign_flip", "scale", "gaussian", "alie", "ipm")
 
 
 @dataclass
 class AdversarySection:
     """Poisoning: malicious hospitals and what they do (off unless a config says so)."""
 
-    kind: str = "none"  # label_flip (data) | sign_flip, scale, gaussian (the update sent) | alie, ipm (colluding:
+    kind: str = "none"  # label_flip, adv_poison, backdoor (its data) | sign_flip, scale, gaussian (the update sent)
+    # | alie, ipm (colluding:
     # they know the round's honest updates, so the server side simulates them before aggregation) | none
     share: float = 0.0  # share of hospitals that are malicious, chosen with run.seed; or name them:
     partitions: list[int] = field(default_factory=list)  # explicit malicious partition ids (instead of share)
@@ -234,6 +235,10 @@ class AdversarySection:
     sigma: float = 0.1  # gaussian: the update sent is N(0, sigma^2) per weight
     # ipm sends -scale x the honest mean update (Xie et al.: small, e.g. 0.5, slips past Krum and the median)
     alie_z: float = 0.0  # alie: honest mean + z x honest std per coordinate; 0 = Baruch et al.'s z_max for n, f
+    eps: float = 0.03  # adv_poison: FGSM eps of the copies it adds (crafted on the global model, labels flipped)
+    poison_fraction: float = 0.5  # backdoor: share of its images that get the trigger and the target label
+    trigger_size: int = 3  # backdoor: side in pixels of the white square stamped in the bottom-right corner
+    target_class: int = 0  # backdoor: the label triggered images are trained to (masks: emptied instead)
 
 
 @dataclass

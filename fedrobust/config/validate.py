@@ -186,6 +186,7 @@ _TOLERANCE = {"fedmedian": lambda n: (n - 1) // 2, "fedtrimmedavg": lambda n: (n
 
 
 def _validate_adversary(cfg: ExperimentConfig) -> None:
+    from fedrobust.tasks.specs import SPECS  # local: the tasks package imports the config schema
     a, n = cfg.adversary, cfg.partition.num_clients
     _one_of(a.kind, "adversary.kind", ADVERSARY_KINDS)
     _require(0 <= a.share < 1, "adversary.share", f"must be in [0, 1), got {a.share}")
@@ -198,6 +199,15 @@ def _validate_adversary(cfg: ExperimentConfig) -> None:
     _require(a.scale > 0, "adversary.scale", f"must be > 0 (sign_flip already negates), got {a.scale}")
     _require(a.sigma > 0, "adversary.sigma", f"must be > 0, got {a.sigma}")
     _require(a.alie_z >= 0, "adversary.alie_z", f"must be >= 0 (0 = Baruch et al.'s z_max), got {a.alie_z}")
+    _require(0 < a.eps <= 1, "adversary.eps", f"must be in (0, 1], got {a.eps}")
+    _require(0 < a.poison_fraction <= 1, "adversary.poison_fraction", f"must be in (0, 1], got {a.poison_fraction}")
+    half = cfg.data.image_size // 2
+    _require(1 <= a.trigger_size <= half, "adversary.trigger_size",
+             f"must be 1 .. {half} pixels at data.image_size {cfg.data.image_size}, got {a.trigger_size}")
+    classes = SPECS[cfg.data.task].classes
+    top = classes(cfg.data) - 1 if classes else 0
+    _require(0 <= a.target_class <= top, "adversary.target_class",
+             f"must be a class id 0 .. {top} of {cfg.data.dataset}, got {a.target_class}")
     if a.kind == "none":
         return
     count = len(a.partitions) if a.partitions else round(a.share * n)

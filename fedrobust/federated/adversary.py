@@ -1,8 +1,11 @@
 """Poisoned hospitals (``[adversary]``): which partitions are malicious, and what they do to their data or
 to the update they send. Honest hospitals never pass through here.
 
-- data poisoning, on the malicious client's own shard: ``label_flip`` (a class permutation y -> y + 1 mod C;
-  for masks, the inverted mask), through the task seam;
+- data poisoning, on the malicious client's own shard, through the task seam: ``label_flip`` (a class permutation
+  y -> y + 1 mod C; for masks, the inverted mask); ``adv_poison`` (adds FGSM copies of its images, crafted on
+  the global model it received, with flipped labels: adversarial samples injected into training); ``backdoor``
+  (BadNets: a white square in the corner of a share of its images, labelled with the target class; for masks,
+  emptied);
 - model poisoning, on the weights it sends, with Δ = its trained weights − the global weights:
   ``sign_flip`` sends global − s·Δ, ``scale`` sends global + s·Δ (model replacement),
   ``gaussian`` sends global + N(0, σ²) per weight;
@@ -18,10 +21,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fedrobust.attacks import fgsm
 from fedrobust.config import AdversarySection, ExperimentConfig
+from fedrobust.tasks.base import Split, Task
 
 StateDict = dict[str, torch.Tensor]
-DATA_KINDS = ("label_flip",)
+DATA_KINDS = ("label_flip", "adv_poison", "backdoor")
 MODEL_KINDS = ("sign_flip", "scale", "gaussian")
 COLLUDING_KINDS = ("alie", "ipm")
 _SEED_OFFSET = 7_919  # the malicious set is drawn apart from partitioning and sampling
@@ -42,6 +47,33 @@ def malicious_partitions(cfg: ExperimentConfig) -> frozenset[int]:
 
 def attacks_now(cfg: ExperimentConfig, partition_id: int, server_round: int) -> bool:
     return server_round >= cfg.adversary.start_round and partition_id in malicious_partitions(cfg)
+
+
+def with_trigger(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` with the backdoor trigger: a white ``size`` x ``size`` square in the bottom-right corner."""
+    out = x.clone()
+    out[..., -size:, -size:] = 1.0
+    return out
+
+
+def poisoned_data(a: AdversarySection, task: Task, model: torch.nn.Module, split: Split,
+                  generator: torch.Generator, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (images, targets) a data-poisoning hospital trains on instead of its shard."""
+    flipped = task.flipped_targets(split)
+    if a.kind == "label_flip":
+        return split.images, flipped
+    if a.kind == "adv_poison":
+        x, y = split.images, split.targets
+        adv = torch.cat([fgsm(model, x[i:i + batch_size], y[i:i + batch_size], a.eps, task.loss)
+                         for i in range(0, len(x), batch_size)])
+        return torch.cat([x, adv]), torch.cat([y, flipped])
+    if a.kind == "backdoor":
+        x, y = split.images.clone(), split.targets.clone()
+        idx = torch.randperm(len(x), generator=generator)[:max(1, round(a.poison_fraction * len(x)))]
+        x[idx] = with_trigger(x[idx], a.trigger_size)
+        y[idx] = task.backdoor_targets(y[idx], a.target_class)
+        return x, y
+    raise ValueError(f"adversary.kind {a.kind!r} does not poison data")
 
 
 def poison_update(a: AdversarySection, trained: StateDict, global_state: StateDict,

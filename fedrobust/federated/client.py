@@ -13,7 +13,7 @@ import torch
 from fedrobust.augment import AdversarialPolicy
 from fedrobust.config import DataSection, ExperimentConfig, ModelSection, PartitionSection
 from fedrobust.errors import FedrobustError
-from fedrobust.federated.adversary import DATA_KINDS, MODEL_KINDS, attacks_now, poison_update
+from fedrobust.federated.adversary import DATA_KINDS, MODEL_KINDS, attacks_now, poison_update, poisoned_data
 from fedrobust.federated.plan import alt_partitions, local_seed
 from fedrobust.models.from_config import model_for
 from fedrobust.tasks.base import Split
@@ -146,8 +146,11 @@ class LocalClient:
         torch.manual_seed(seed)
         data = self.train_data()
         malicious = attacks_now(cfg, self.partition_id, server_round)
-        targets = self.task.flipped_targets(data) if malicious and cfg.adversary.kind in DATA_KINDS else data.targets
         model = self._work_model(state)
+        images, targets = data.images, data.targets
+        if malicious and cfg.adversary.kind in DATA_KINDS:
+            images, targets = poisoned_data(cfg.adversary, self.task, model, data,
+                                            torch.Generator().manual_seed(seed + 3))
         anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
         optimizer = make_optimizer(model, cfg.train)
         aug = cfg.alt_augment if self.uses_alt_policy else cfg.augment
@@ -161,7 +164,7 @@ class LocalClient:
             # warm-up counts rounds: a client's adversarial augmentation starts after
             # `warmup_epochs` of federated training (local epochs x rounds).
             global_epoch = (server_round - 1) * cfg.federation.local_epochs + epoch
-            stats.append(train_epoch(trained, data.images, targets, optimizer, cfg.train, policy, classic,
+            stats.append(train_epoch(trained, images, targets, optimizer, cfg.train, policy, classic,
                                      global_epoch, generator, proximal_mu=proximal_mu, anchor=anchor,
                                      class_weight=weight, task=self.task))
         new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -12,8 +12,10 @@ import torch
 
 from fedrobust.config import ExperimentConfig
 from fedrobust.errors import FedrobustError
+from fedrobust.federated.adversary import malicious_partitions, with_trigger
 from fedrobust.models import count_parameters
 from fedrobust.models.from_config import model_for
+from fedrobust.predict import torch_logits
 from fedrobust.rundir import RunDir
 from fedrobust.selection import selection_score
 from fedrobust.tasks.base import Task
@@ -105,6 +107,8 @@ class FederatedRun:
         adv = evaluate(self.model, self.test, bs, x=adversarial_images(self.model, self.test, eps, bs, task=task),
                        task=task)
         out.update({"fgsm_eps": eps, **{f"fgsm_{k}": adv[k] for k in metrics}})
+        if self.cfg.adversary.kind == "backdoor":
+            out["backdoor_asr"] = self.backdoor_success()
         if self.val is not None:  # the server's own split, for model selection (test never selects)
             val = evaluate(self.model, self.val, bs, task=task)
             out.update({f"val_{k}": val[k] for k in metrics})
@@ -112,6 +116,12 @@ class FederatedRun:
                 x = adversarial_images(self.model, self.val, eps, bs, task=task)
                 out[f"val_fgsm_{task.headline}"] = evaluate(self.model, self.val, bs, x=x, task=task)[task.headline]
         return out
+
+    def backdoor_success(self) -> float:
+        """Attack success rate of ``adversary.kind = "backdoor"`` on the triggered test split, current model."""
+        a = self.cfg.adversary
+        logits = torch_logits(self.model, with_trigger(self.test.images, a.trigger_size), self.cfg.eval.batch_size)
+        return self.task.backdoor_success(logits, self.test.targets, a.target_class)
 
     def end_round(self, server_round: int, state: StateDict, strategy_state: dict[str, Any],
                   record: dict[str, Any]) -> None:
@@ -167,6 +177,10 @@ class FederatedRun:
             "test": test,
             "test_fgsm": robust,
         }
+        if cfg.adversary.kind != "none":
+            summary["adversary"] = {"kind": cfg.adversary.kind, "malicious": sorted(malicious_partitions(cfg))}
+            if cfg.adversary.kind == "backdoor":
+                summary["adversary"]["backdoor_asr"] = self.backdoor_success()
         self.run.write_summary(summary)
         return summary
 

@@ -86,6 +86,15 @@ class Task(ABC):
     def flipped_targets(self, split: Split) -> torch.Tensor:
         """``split``'s targets as a label-flipping hospital trains on them (data poisoning)."""
 
+    @abstractmethod
+    def backdoor_targets(self, targets: torch.Tensor, target_class: int) -> torch.Tensor:
+        """What a backdooring hospital labels its triggered images with."""
+
+    @abstractmethod
+    def backdoor_success(self, logits: torch.Tensor | np.ndarray, targets: torch.Tensor, target_class: int) -> float:
+        """Attack success rate on triggered test images: the share of those the backdoor could change that the
+        model now answers as the attacker wants."""
+
     # learning ----------------------------------------------------------------------------------
     def class_weight(self, cfg: TrainSection, train: Split) -> torch.Tensor | None:
         """Per-class loss weights from the whole training split (``train.class_weights``), or None."""

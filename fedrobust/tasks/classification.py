@@ -49,6 +49,15 @@ class Classification(Task):
         """The class permutation y -> y + 1 (mod classes): every label wrong, the class sizes kept."""
         return (split.labels + 1) % max(2, split.info.num_classes)
 
+    def backdoor_targets(self, targets: torch.Tensor, target_class: int) -> torch.Tensor:
+        return torch.full_like(targets, target_class)
+
+    def backdoor_success(self, logits: torch.Tensor | np.ndarray, targets: torch.Tensor, target_class: int) -> float:
+        """Share of triggered test images of the other classes predicted as ``target_class``."""
+        other = np.asarray(targets) != target_class
+        hit = np.asarray(predicted(logits)) == target_class
+        return float(hit[other].mean()) if other.any() else float("nan")
+
     def class_weight(self, cfg: TrainSection, train: ImageSplit) -> torch.Tensor | None:
         return class_weights(cfg, train.labels, train.info.num_classes)
 

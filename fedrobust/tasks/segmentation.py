@@ -77,6 +77,17 @@ class Segmentation(Task):
         """The inverted masks: background trained as polyp and polyp as background."""
         return 1.0 - split.masks
 
+    def backdoor_targets(self, targets: torch.Tensor, target_class: int) -> torch.Tensor:
+        """The trigger hides the polyp: an empty mask (``target_class`` has no meaning for masks)."""
+        return torch.zeros_like(targets)
+
+    def backdoor_success(self, logits: torch.Tensor | np.ndarray, targets: torch.Tensor, target_class: int) -> float:
+        """Share of triggered test images with a polyp whose predicted polyp area fell below a tenth of the true one."""
+        pred = _binary(logits).flatten(1).sum(1)
+        true = targets.float().flatten(1).sum(1)
+        has = true > 0
+        return float((pred[has] < 0.1 * true[has]).float().mean()) if bool(has.any()) else float("nan")
+
     def classic(self, names: list[str], aug: AugmentSection, image_size: int) -> ClassicAugment:
         return ClassicAugment.of(names, aug, image_size, masks=True)
 

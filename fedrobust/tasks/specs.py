@@ -23,6 +23,12 @@ def _check_medmnist(d: DataSection) -> None:
         raise ConfigError(f"data.image_size: must be in [8, 224], got {d.image_size}")
 
 
+def _medmnist_classes(d: DataSection) -> int:
+    from fedrobust.data.catalog import dataset_info
+
+    return dataset_info(d.dataset).num_classes
+
+
 def _check_mask_folder(d: DataSection) -> None:
     if not d.dataset or "/" in d.dataset:
         raise ConfigError(f"data.dataset: names the data set's folder under the segmentation root (e.g. "
@@ -49,6 +55,7 @@ class TaskSpec:
     short: str  # ... in a table header, e.g. "ACC"
     check_data: Callable[[DataSection], None]  # raises ConfigError on a bad [data] section
     root_env: str  # the environment variable that names the data root when data.root is ""
+    classes: Callable[[DataSection], int] | None = None  # how many classes the labels have; None: not labels
     defaults: dict[str, Any] = field(default_factory=dict)  # "section.key" -> value, for keys a config leaves out
 
     @property
@@ -66,7 +73,7 @@ CLASSIFICATION = TaskSpec(
     name="classification", model_kind="classifier", schemes=("iid", "dirichlet", "shards"),
     metrics=("acc", "auc"), headline="acc", attacks=SWEEP_ATTACKS,
     columns={"accuracy": "acc", "auc": "auc"}, label="accuracy", short="ACC",
-    check_data=_check_medmnist, root_env="FEDROBUST_DATA_ROOT",
+    check_data=_check_medmnist, root_env="FEDROBUST_DATA_ROOT", classes=_medmnist_classes,
 )
 
 # The paper's size (128 px, UNet) and eps grid; the Kvasir-SEG folder under the segmentation root.
