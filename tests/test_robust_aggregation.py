@@ -103,7 +103,7 @@ def test_bad_defense_and_collusion_settings_fail_at_load_with_one_line(overrides
     assert str(err.value).startswith(key) and "\n" not in str(err.value)
 
 
-def _loop(data_root, tmp_path, *extra: str) -> list[dict]:
+def _loop(data_root, tmp_path, *extra: str) -> tuple[list[dict], Path]:
     sys.path.insert(0, str(REPO / "benchmarks"))
     import _sequential
 
@@ -112,22 +112,31 @@ def _loop(data_root, tmp_path, *extra: str) -> list[dict]:
         "augment.mode=none", "distill.enabled=false", "export.enabled=false", "sweep.enabled=false",
         f"run.out_dir='{tmp_path}'", f"data.root='{data_root}'", "federation.local_epochs=1", *extra])
     run = _sequential.sequential_run(cfg, log=io.StringIO())["run"]
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][1:]
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][1:], run
 
 
 def test_fltrust_in_the_round_loop_drops_the_sign_flipper(data_root, tmp_path):
-    rounds = _loop(data_root, tmp_path, "run.name=fltrust", "federation.strategy='fltrust'",
+    rounds, run = _loop(data_root, tmp_path, "run.name=fltrust", "federation.strategy='fltrust'",
                    "adversary.kind=sign_flip", "adversary.partitions=[3]", "adversary.start_round=2")
     assert rounds[0]["malicious"] == [] and rounds[0]["defense"]["flagged"] == []  # no attack yet, nothing dropped
     assert rounds[0]["detection"] == {"precision": None, "recall": None}
     assert rounds[1]["malicious"] == [3] and rounds[1]["defense"]["flagged"] == [3]
     assert rounds[1]["defense"]["weights"]["3"] == 0 and rounds[1]["detection"] == {"precision": 1.0, "recall": 1.0}
+    from fedrobust.checkpoint import run_config
+    from fedrobust.report.poisoning import poisoning_section
+    from fedrobust.tasks.specs import SPECS
+
+    (run / "plots").mkdir()
+    lines = poisoning_section(run_config(run), run, run / "plots", SPECS["classification"])
+    assert lines[0] == "## Poisoning: sign_flip from round 2 against fltrust"
+    assert "| 2 | [3] | [3] | 1.00 | 1.00 |" in "\n".join(lines)
+    assert (run / "plots" / "poisoning.png").stat().st_size > 1000
 
 
 def test_alie_is_applied_by_the_server_and_multikrum_selection_is_logged(data_root, tmp_path):
-    rounds = _loop(data_root, tmp_path, "run.name=alie", "partition.num_clients=7", "federation.strategy='multikrum'",
-                   "federation.num_malicious=2", "federation.multikrum_select=3", "adversary.kind=alie",
-                   "adversary.partitions=[4, 5]")
+    rounds, _ = _loop(data_root, tmp_path, "run.name=alie", "partition.num_clients=7",
+                      "federation.strategy='multikrum'", "federation.num_malicious=2", "federation.multikrum_select=3",
+                      "adversary.kind=alie", "adversary.partitions=[4, 5]")
     for r in rounds:
         assert r["malicious"] == [4, 5] and len(r["selected"]) == 3
         u = r["updates"]

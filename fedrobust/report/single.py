@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fedrobust.checkpoint import load_model
 from fedrobust.config import ExperimentConfig
+from fedrobust.report.poisoning import poisoning_section
 from fedrobust.rundir import RunDir, atomic_write_bytes, atomic_write_json
 from fedrobust.sweep.cells import APGD
 from fedrobust.sweep.checks import STRONGEST, run_checks, score_table, strongest
@@ -270,6 +271,7 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
         lines += ["## Examples", "", f"Test images with the global model's masks, clean and under FGSM at eps {eps:g} "
                   "(green: true polyp, red: predicted):", "", f"![examples]({PLOTS}/{examples.name})", ""]
     lines += _corruption_section(run_dir, rows, spec, plots)
+    lines += poisoning_section(cfg, run_dir, plots, spec)
     lines += ["## Plots", "", *[f"![{p.stem}]({PLOTS}/{p.name})" for p in figures]]
     if rounds is not None:
         lines += [f"![rounds]({PLOTS}/{rounds.name})"]
