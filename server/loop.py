@@ -192,15 +192,15 @@ def collude(cfg: ExperimentConfig, replies: list[Message], global_state: dict[st
         reply.content[key] = as_record(crafted)
 
 
-def defense_record(strategy: Any, fed: Any, replies: list[Message], malicious: list[int] | None) -> dict[str, Any]:
-    """What the aggregator dropped or kept this round (our defenses; Krum, MultiKrum, Bulyan by Flower's
+def defense_record(strategy: Any, kept: list[int] | None, present: set[int],
+                   malicious: list[int] | None) -> dict[str, Any]:
+    """What the aggregator dropped or kept this round (our defenses; ``kept``: Krum, MultiKrum, Bulyan's
     selection), and with attackers present, the detection precision / recall of that against them."""
-    present = {_partition_of(r) for r in replies}
     out: dict[str, Any] = {}
     if isinstance(strategy, UpdateDefense):
         out["defense"] = strategy.last
         flagged = set(strategy.last.get("flagged", []))
-    elif (kept := selected_partitions(strategy, fed, replies)) is not None:
+    elif kept is not None:
         out["selected"] = kept
         flagged = present - set(kept)
     else:
@@ -270,6 +270,9 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         before = {k: v.numpy() for k, v in arrays.items()} if bad else {}  # the global weights the round started from
         if bad and cfg.adversary.kind in COLLUDING_KINDS:
             collude(cfg, good, before)
+        # read before aggregate_train: Flower's robust strategies empty the replies' records as they aggregate
+        sent = {_partition_of(r): _sent(r) for r in good} if bad else {}
+        kept = selected_partitions(strategy, fed_cfg, good)
         new_arrays, train_metrics = strategy.aggregate_train(rnd, good) if good else (None, None)
         if new_arrays is not None:
             arrays, state = new_arrays, new_arrays.to_torch_state_dict()
@@ -290,10 +293,8 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
         if bad:
             record["malicious"] = sorted(_partition_of(r) for r in good
                                          if next(iter(r.content.metric_records.values())).get("malicious", 0))
-            sent = {_partition_of(r): {k: a.numpy() for k, a in next(iter(r.content.array_records.values())).items()}
-                    for r in good}
             record["updates"] = update_stats(before, sent, frozenset(record["malicious"]))
-        record.update(defense_record(strategy, fed_cfg, good, record.get("malicious")))
+        record.update(defense_record(strategy, kept, {_partition_of(r) for r in good}, record.get("malicious")))
         if fed_cfg.fraction_evaluate > 0:
             eval_nodes = nodes if fed_cfg.fraction_evaluate == 1.0 else [
                 mapping[p] for p in sample_partitions(cfg, rnd, fed_cfg.fraction_evaluate, stream=6007)
