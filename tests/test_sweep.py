@@ -7,9 +7,11 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from fedrobust.checkpoint import run_config
 from fedrobust.sweep import sweep
+from fedrobust.sweep.cells import redundant
 from fedrobust.sweep.checks import run_checks
 from fedrobust.sweep.results import PARTIAL, settings_blob, sweep_images
 from fedrobust.sweep.run import plan
@@ -37,8 +39,11 @@ def test_sweep_table_is_long_format_over_every_target_attack_and_eps(swept):
     assert list(rows[0]) == ["target", "attack", "eps", "accuracy", "auc", "accuracy_8bit", "n", "seconds",
                              "mean_queries"]
     cfg = run_config(swept, SMALL)
-    cells = plan(cfg, ["global", "student", "onnx_fp32", "onnx_int8"])
+    cells = plan(cfg, ["global", "student", "onnx_fp32", "onnx_int8"], redundant(cfg.sweep.attacks, 2, False))
     assert [(r["target"], r["attack"], r["eps"]) for r in rows] == [c.key for c in cells]
+    assert not {"fgsm-margin", "pgd-margin"} & {r["attack"] for r in rows}  # a two-class head: equal to fgsm, pgd
+    assert "Not run: fgsm-margin, pgd-margin; on this two-class head they equal fgsm, pgd" in (
+        swept / "report.md").read_text()
     assert {r["n"] for r in rows} == {"48"}
     assert not [r for r in rows if r["target"] == "global" and r["attack"].startswith("transfer")]
     square = [r for r in rows if r["attack"] == "square"]
@@ -157,3 +162,19 @@ def test_report_compares_runs(swept, tmp_path, capsys):
     assert out.with_suffix(".png").stat().st_size > 1000
     assert main(["report", str(tmp_path)]) == 2
     assert "no sweep.csv" in capsys.readouterr().err
+
+
+def test_margin_twins_are_skipped_only_where_they_equal_the_cross_entropy_attacks():
+    """On two logits FGSM-margin is FGSM bit for bit (so the sweep skips it); not on three, not when asked alone,
+    not when a gradient saturated."""
+    from fedrobust.attacks import fgsm
+    from fedrobust.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("student", 1, 2, 28).eval()
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 2, (16,))
+    assert torch.equal(fgsm(model, x, y, 0.01, "ce"), fgsm(model, x, y, 0.01, "margin"))
+    both = ["fgsm", "pgd", "fgsm-margin", "pgd-margin"]
+    assert redundant(both, 2, saturated=False) == {"fgsm-margin": "fgsm", "pgd-margin": "pgd"}
+    assert redundant(both, 3, saturated=False) == {} and redundant(both, 2, saturated=True) == {}
+    assert redundant(["fgsm-margin", "pgd"], 2, saturated=False) == {}

@@ -11,7 +11,7 @@ from fedrobust.checkpoint import load_model
 from fedrobust.config import ExperimentConfig
 from fedrobust.report.poisoning import poisoning_section
 from fedrobust.rundir import RunDir, atomic_write_bytes, atomic_write_json
-from fedrobust.sweep.cells import APGD
+from fedrobust.sweep.cells import APGD, MARGIN_TWINS
 from fedrobust.sweep.checks import STRONGEST, run_checks, score_table, strongest
 from fedrobust.sweep.results import CORRUPTIONS_CSV, SWEEP_CSV, delivered_column, read_sweep, sweep_images
 from fedrobust.sweep.targets import LABELS
@@ -115,6 +115,16 @@ def _corruption_section(run_dir: Path, rows: list[dict], spec: TaskSpec, plots: 
     fig.savefig(plots / "corruptions.png", dpi=110)
     plt.close(fig)
     return [*out, "", f"![corruptions]({PLOTS}/corruptions.png)", ""]
+
+
+def _not_run(cfg: ExperimentConfig, rows: list[dict]) -> str:
+    """The sentence for margin twins the sweep skipped (``fedrobust.sweep.cells.redundant``)."""
+    swept = {r["attack"] for r in rows}
+    skipped = [a for a in cfg.sweep.attacks if a not in swept and a in MARGIN_TWINS]
+    if not skipped:
+        return ""
+    return (f" Not run: {', '.join(skipped)}; on this two-class head they equal "
+            f"{', '.join(MARGIN_TWINS[a] for a in skipped)} (the margin is a monotone function of the cross-entropy).")
 
 
 def robust_summary(head: Headline, spec: TaskSpec) -> dict:
@@ -256,7 +266,8 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
            if any(a in cfg.sweep.attacks for a in (*APGD, "autoattack")) else "")
         + (f"; Square (ART) {cfg.sweep.square_queries} iterations"
            if any(a in cfg.sweep.attacks for a in ("square", "autoattack")) else "") + ". "
-        "White-box attacks on ONNX targets are crafted on the torch student and scored by onnxruntime.", "",
+        "White-box attacks on ONNX targets are crafted on the torch student and scored by onnxruntime."
+        + _not_run(cfg, rows), "",
         *_headline_table(rows, spec, head),
         "## Sanity checks", "",
         *[f"- {'✓' if c.ok else '✗ **VIOLATED**'} {c.name} — {LABELS.get(c.target, c.target)}: {c.detail}"

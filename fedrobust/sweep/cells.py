@@ -36,6 +36,7 @@ WHITE_BOX = ("fgsm", "pgd", "fgsm-margin", "pgd-margin")
 TRANSFER = ("transfer-fgsm", "transfer-pgd")
 APGD = ("apgd-ce", "apgd-dlr", "apgd-margin")
 ENSEMBLE = (*APGD, "square")  # what autoattack runs, in order (APGD-DLR or margin APGD, by classes)
+MARGIN_TWINS = {"fgsm-margin": "fgsm", "pgd-margin": "pgd"}
 Crafted = tuple[torch.Tensor, dict[str, float]]
 
 
@@ -78,6 +79,17 @@ def applies(attack: str, target: str) -> bool:
     if attack == "square":
         return target.startswith("onnx")
     return True
+
+
+def redundant(attacks: list[str], classes: int, saturated: bool) -> dict[str, str]:
+    """Margin variants a two-class head makes equal to their cross-entropy twins (also in ``attacks``), which
+    the sweep then skips. With two logits the cross-entropy is softplus(-m) of the margin m, a monotone
+    function, so the input gradients have the same sign and FGSM-margin is FGSM exactly (PGD-margin is PGD
+    with another random start). Not when ``saturated``: an image whose cross-entropy gradient underflowed to
+    zero in float32 is where the margin loss sees more."""
+    if classes != 2 or saturated:
+        return {}
+    return {a: twin for a, twin in MARGIN_TWINS.items() if a in attacks and twin in attacks}
 
 
 def ensemble(classes: int) -> tuple[str, ...]:

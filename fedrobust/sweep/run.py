@@ -17,13 +17,14 @@ from typing import Any
 
 import torch
 
+from fedrobust.attacks.gradient import input_gradient
 from fedrobust.config import ExperimentConfig
 from fedrobust.edge.images import as_8bit
 from fedrobust.errors import ConfigError
 from fedrobust.progress import progress_bar
 from fedrobust.rundir import atomic_write_bytes
 from fedrobust.seeding import seed_everything
-from fedrobust.sweep.cells import Cell, applies, craft, crafted_on
+from fedrobust.sweep.cells import MARGIN_TWINS, Cell, applies, craft, crafted_on, redundant
 from fedrobust.sweep.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from fedrobust.sweep.results import (
     CORRUPTIONS_CSV,
@@ -40,10 +41,10 @@ from fedrobust.tasks.base import Split, Task
 from fedrobust.tasks.registry import task_for
 
 
-def plan(cfg: ExperimentConfig, target_names: list[str]) -> list[Cell]:
-    """Clean cells first, then attacks by eps (cheap cells before expensive ones)."""
+def plan(cfg: ExperimentConfig, target_names: list[str], skip: dict[str, str] | None = None) -> list[Cell]:
+    """Clean cells first, then attacks by eps (cheap cells before expensive ones), without the ``skip`` ones."""
     cells = [Cell(t, "clean", 0.0) for t in target_names]
-    for attack in cfg.sweep.attacks:
+    for attack in (a for a in cfg.sweep.attacks if a not in (skip or {})):
         for eps in sorted(cfg.sweep.eps):
             cells += [Cell(t, attack, eps) for t in target_names if applies(attack, t)]
     return cells
@@ -64,11 +65,15 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     if "apgd-dlr" in cfg.sweep.attacks and (classes := targets[0].logits(data.images[:1]).shape[1]) < 3:
         raise ConfigError(f"sweep.attacks: apgd-dlr needs >= 3 classes and {cfg.data.dataset} has {max(classes, 2)}; "
                           f"use apgd-margin (autoattack picks it on binary heads by itself)")
+    skip = _redundant(cfg, targets, data, task)
+    if skip:
+        log(f"not run: {', '.join(skip)}; on a two-class head they equal {', '.join(skip.values())} "
+            f"(the margin is a monotone function of the cross-entropy; no gradient saturated on these images)")
     settings = settings_blob(cfg, len(data))
     partial = run_dir / PARTIAL
     done = read_partial(partial, settings)
     partial.with_suffix(".json").write_text(settings)
-    cells = plan(cfg, list(by_name))
+    cells = plan(cfg, list(by_name), skip)
     todo = [c for c in cells if c.key not in done]
     if done:
         log(f"resuming the sweep: {len(done)} of {len(cells)} cells already done")
@@ -109,6 +114,21 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     if cfg.sweep.corruptions:
         log(f"corruption table {corruption_sweep(targets, data, task, cfg.run.seed, run_dir)}")
     return path
+
+
+def _redundant(cfg: ExperimentConfig, targets: list[Target], data: Split, task: Task) -> dict[str, str]:
+    """The margin twins to skip (``cells.redundant``), after checking that no swept image has a cross-entropy
+    input gradient of exactly zero on any torch model the white-box attacks use."""
+    if task.name != "classification" or not any(a in MARGIN_TWINS for a in cfg.sweep.attacks):
+        return {}
+    classes = targets[0].logits(data.images[:1]).shape[1]
+    if classes != 2:
+        return {}
+    sources = {id(t.source): t.source for t in targets}.values()
+    x, y = data.images, data.targets
+    saturated = any(bool((input_gradient(m, x[i:i + 256], y[i:i + 256], task.loss).flatten(1).abs().sum(1) == 0).any())
+                    for m in sources for i in range(0, len(x), 256))
+    return redundant(cfg.sweep.attacks, classes, saturated)
 
 
 def corruption_sweep(targets: list[Target], data: Split, task: Task, seed: int, run_dir: Path) -> Path:
