@@ -7,24 +7,46 @@ later by hand.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fedrobust.config import ExperimentConfig
+from fedrobust.rundir import RunDir, atomic_write_json
 
 
-def after_training(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> None:
-    if cfg.distill.enabled:
-        from fedrobust.distill import distill_run
+def after_training(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = print) -> dict[str, float]:
+    """The enabled steps after training, then one line (and summary.json's ``phase_seconds``) with the seconds
+    each phase took, training included; returns them."""
+    run_dir = Path(run_dir)
+    path = run_dir / RunDir.SUMMARY
+    phases = {"training": float(json.loads(path.read_text()).get("seconds", 0.0))} if path.exists() else {}
+    for name, enabled, step in (("distill", cfg.distill.enabled, _distill), ("export", cfg.export.enabled, _export),
+                                ("sweep", cfg.sweep.enabled, sweep_and_report)):
+        if enabled:
+            started = time.perf_counter()
+            step(cfg, run_dir, log)
+            phases[name] = time.perf_counter() - started
+    log("seconds per phase: " + " · ".join(f"{k} {v:.0f}" for k, v in phases.items())
+        + f" (total {sum(phases.values()):.0f})")
+    if path.exists():
+        atomic_write_json(path, {**json.loads(path.read_text()), "phase_seconds": {k: round(v, 1)
+                                                                                   for k, v in phases.items()}})
+    return phases
 
-        distill_run(run_dir, cfg=cfg, log=log)
-    if cfg.export.enabled:
-        from fedrobust.export import export
 
-        export(cfg, Path(run_dir), log)
-    if cfg.sweep.enabled:
-        sweep_and_report(cfg, Path(run_dir), log)
+def _distill(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any]) -> None:
+    from fedrobust.distill import distill_run
+
+    distill_run(run_dir, cfg=cfg, log=log)
+
+
+def _export(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any]) -> None:
+    from fedrobust.export import export
+
+    export(cfg, run_dir, log)
 
 
 def missing_outputs(cfg: ExperimentConfig, run_dir: Path) -> list[str]:

@@ -26,8 +26,14 @@ def test_centralized_run_writes_a_complete_run_directory(data_root, tmp_path, ca
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test"]["acc"] == summary["test_fgsm"]["0"]["acc"]  # eps 0 is the clean test set
     assert summary["test_fgsm"]["0.05"]["acc"] <= summary["test"]["acc"]
-    assert str(run) in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert str(run) in out and "seconds per phase: training" in out and " sweep " in out
+    assert set(summary_after(run)["phase_seconds"]) == {"training", "sweep"}
     assert (run / "sweep.csv").is_file() and (run / "plots" / "rounds.png").is_file()  # sweep on by default
+
+
+def summary_after(run):
+    return json.loads((run / "summary.json").read_text())
 
 
 def test_bad_config_is_one_line_without_traceback(tmp_path):
