@@ -44,10 +44,14 @@ def _finished(runs_dir: Path, name: str, seed: int) -> Path | None:
     return None
 
 
-def train(variant: str, seed: int, runs_dir: Path, federated: bool, extra: list[str]) -> Path:
-    """One finished run of ``variant`` (trained now unless found), with its FGSM / inverse-FGSM sweep."""
+def train(variant: str, seed: int, runs_dir: Path, federated: bool, extra: list[str],
+          reuse_only: bool = False) -> Path | None:
+    """One finished run of ``variant`` (trained now unless found, or None with ``reuse_only``), with its FGSM /
+    inverse-FGSM sweep."""
     name = f"{'fed' if federated else 'central'}-kvasir-{variant}"
     run = _finished(runs_dir, name, seed)
+    if run is None and reuse_only:
+        return None
     overrides = [f"run.out_dir='{runs_dir}'", f"run.name='{name}-s{seed}'", f"run.seed={seed}", "sweep.enabled=false",
                  *extra]
     cfg = load_config(ROOT / f"configs/study/kvasir-{variant}.toml", overrides)
@@ -113,13 +117,18 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override every run")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs/seg-study")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--reuse-only", action="store_true", help="tables from finished runs only; train nothing")
     args = parser.parse_args()
     kind = "federated" if args.federated else "centralized"
     out = args.out or ROOT / f"runs/results/segmentation-{kind}.md"
-    runs = {(v, s): train(v, s, args.runs_dir, args.federated, args.set) for v in args.variants for s in args.seeds}
+    found = {(v, s): train(v, s, args.runs_dir, args.federated, args.set, args.reuse_only)
+             for v in args.variants for s in args.seeds}
+    runs = {k: r for k, r in found.items() if r is not None}
 
     def by_seed(variant: str, fn) -> str:
-        return _mean([fn(runs[(variant, s)]) for s in args.seeds if (variant, s) in runs])
+        values = [fn(runs[(variant, s)]) for s in args.seeds if (variant, s) in runs]
+        text = _mean(values)
+        return text if len(values) in (1, len(args.seeds)) else f"{text} ({len(values)} seeds)"
 
     step = "round" if args.federated else "epoch"
     lines = [f"# Pervin et al.'s tables on Kvasir-SEG, {kind}", "", f"Command: `{command()}`  ",
@@ -157,13 +166,15 @@ def main() -> int:
         lines.append(f"| {v} | {by_seed(v, _clean)} | {by_seed(v, lambda r: _clean(r, 'dice'))} | "
                      f"{by_seed(v, lambda r: _clean(r, 'miou'))} | "
                      f"{by_seed(v, lambda r: _sweep_value(r, 'fgsm', 0.0118))} |")
-    if "none" in args.variants:
-        base = statistics.median(_epoch_seconds(runs[("none", s)]) for s in args.seeds)
+    if any(k[0] == "none" for k in runs):
+        base = statistics.median(_epoch_seconds(r) for (v, _), r in runs.items() if v == "none")
         lines += ["", f"## {step.capitalize()} time (median seconds of training per {step}, ratio to none)", "",
                   f"| augmentation | s / {step} | ratio |", "| --- | --- | --- |"]
         for v in args.variants:
-            sec = statistics.median(_epoch_seconds(runs[(v, s)]) for s in args.seeds)
-            lines.append(f"| {v} | {sec:.1f} | {sec / base:.2f} |")
+            secs = [_epoch_seconds(r) for (w, _), r in runs.items() if w == v]
+            if secs:
+                sec = statistics.median(secs)
+                lines.append(f"| {v} | {sec:.1f} | {sec / base:.2f} |")
     lines += ["", "Runs: " + ", ".join(f"`{p.name}`" for p in runs.values())]
     print(write_report(out, lines))
     return 0
