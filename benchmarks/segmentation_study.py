@@ -50,7 +50,7 @@ def train(variant: str, seed: int, runs_dir: Path, federated: bool, extra: list[
     inverse-FGSM sweep."""
     name = f"{'fed' if federated else 'central'}-kvasir-{variant}"
     run = _finished(runs_dir, name, seed)
-    if run is None and reuse_only:
+    if reuse_only and (run is None or not (run / SWEEP_CSV).is_file()):
         return None
     overrides = [f"run.out_dir='{runs_dir}'", f"run.name='{name}-s{seed}'", f"run.seed={seed}", "sweep.enabled=false",
                  *extra]
