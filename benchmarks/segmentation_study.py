@@ -128,7 +128,7 @@ def main() -> int:
     def by_seed(variant: str, fn) -> str:
         values = [fn(runs[(variant, s)]) for s in args.seeds if (variant, s) in runs]
         text = _mean(values)
-        return text if len(values) in (1, len(args.seeds)) else f"{text} ({len(values)} seeds)"
+        return text if len(values) in (0, 1, len(args.seeds)) else f"{text} ({len(values)} seeds)"
 
     step = "round" if args.federated else "epoch"
     lines = [f"# Pervin et al.'s tables on Kvasir-SEG, {kind}", "", f"Command: `{command()}`  ",
