@@ -178,3 +178,25 @@ def test_margin_twins_are_skipped_only_where_they_equal_the_cross_entropy_attack
     assert redundant(both, 2, saturated=False) == {"fgsm-margin": "fgsm", "pgd-margin": "pgd"}
     assert redundant(both, 3, saturated=False) == {} and redundant(both, 2, saturated=True) == {}
     assert redundant(["fgsm-margin", "pgd"], 2, saturated=False) == {}
+
+
+def test_one_step_cells_share_one_gradient_and_equal_the_attack_functions():
+    """FGSM, inverse FGSM and transfer FGSM at every eps come from one input gradient per model and loss, and
+    give exactly what fgsm() / invfgsm() give."""
+    from fedrobust.attacks import fgsm, invfgsm
+    from fedrobust.config import SweepSection
+    from fedrobust.models import build_model
+    from fedrobust.sweep.cells import Cell, craft
+    from fedrobust.sweep.targets import Target
+    from fedrobust.tasks.registry import task_of
+
+    torch.manual_seed(0)
+    model = build_model("student", 1, 2, 28).eval()
+    x, y = torch.rand(300, 1, 28, 28), torch.randint(0, 2, (300,))  # more than one batch of 256
+    task, memo, target = task_of("classification"), {}, Target("global", model)
+    for eps in (0.004, 0.03):
+        for attack, reference in (("fgsm", fgsm(model, x, y, eps)), ("invfgsm", invfgsm(model, x, y, eps)),
+                                  ("fgsm-margin", fgsm(model, x, y, eps, task.margin))):
+            out, _ = craft(Cell("global", attack, eps), target, model, x, y, SweepSection(), 0, task, memo)
+            assert torch.equal(out, reference), (attack, eps)
+    assert len([k for k in memo if k[0] == "gradient"]) == 2  # cross-entropy and margin, reused across eps

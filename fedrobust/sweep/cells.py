@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedrobust.attacks import fgsm, invfgsm, pgd, sign_noise
+from fedrobust.attacks import input_gradient, pgd, sign_noise
+from fedrobust.attacks.fgsm import signed_step
 from fedrobust.attacks.gradient import Loss
 from fedrobust.attacks.library import apgd, square
 from fedrobust.config import SweepSection
@@ -126,11 +127,25 @@ def _keep_worse(best: torch.Tensor | None, worst: np.ndarray, x_adv: torch.Tenso
     return best, np.minimum(worst, scores)
 
 
+# one-step attacks: (direction, margin loss?, on the teacher?); their input gradient does not depend on eps
+ONE_STEP = {"fgsm": (1.0, False, False), "fgsm-margin": (1.0, True, False), "invfgsm": (-1.0, False, False),
+            "transfer-fgsm": (1.0, False, True)}
+
+
 def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, w: SweepSection,
-          seed: int, task: Task, memo: dict[tuple[str, str, str], Crafted] | None = None) -> Crafted:
+          seed: int, task: Task, memo: dict[tuple, Crafted] | None = None) -> Crafted:
     """Adversarial (or baseline) images for one cell, plus extra facts (e.g. mean queries). ``memo`` keeps the
-    images of APGD and Square cells by :func:`crafted_on`, so autoattack starts from APGD-CE's own cell."""
+    images of APGD and Square cells by :func:`crafted_on`, so autoattack starts from APGD-CE's own cell, and the
+    input gradient of each model and loss, which every eps of FGSM, inverse FGSM and transfer FGSM shares."""
     memo = {} if memo is None else memo
+    if cell.attack in ONE_STEP:
+        direction, margin, on_teacher = ONE_STEP[cell.attack]
+        model = teacher if on_teacher else target.source
+        key = ("gradient", id(model), margin)
+        if key not in memo:
+            loss = task.margin if margin else task.loss
+            memo[key] = (_batched(lambda xb, yb: input_gradient(model, xb, yb, loss), x, y), {})
+        return signed_step(x, memo[key][0], cell.eps, direction), {}
     if cell.attack in ENSEMBLE and crafted_on(cell, w) in memo:
         return memo[crafted_on(cell, w)]
     if cell.attack == "autoattack":
@@ -174,15 +189,9 @@ def _craft_one(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, 
     generator = torch.Generator().manual_seed(seed)
     source = target.source
     extra: dict[str, float] = {}
-    if attack == "fgsm":
-        return _batched(lambda xb, yb: fgsm(source, xb, yb, eps, ce), x, y), extra
-    if attack == "fgsm-margin":
-        return _batched(lambda xb, yb: fgsm(source, xb, yb, eps, task.margin), x, y), extra
     if attack in ("pgd", "pgd-margin"):
         loss = task.margin if attack == "pgd-margin" else ce
         return _pgd_worst_case(source, target, x, y, eps, w, loss, generator, task), extra
-    if attack == "transfer-fgsm":
-        return _batched(lambda xb, yb: fgsm(teacher, xb, yb, eps, ce), x, y), extra
     if attack == "transfer-pgd":
         return _batched(lambda xb, yb: pgd(teacher, xb, yb, eps, steps=w.pgd_steps, loss=ce, generator=generator),
                         x, y), extra
@@ -195,6 +204,4 @@ def _craft_one(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, 
         return x_adv, extra
     if attack == "noise":
         return sign_noise(x, eps, generator=generator), extra
-    if attack == "invfgsm":
-        return _batched(lambda xb, yb: invfgsm(source, xb, yb, eps, ce), x, y), extra
     raise ValueError(f"unknown attack {attack!r}")

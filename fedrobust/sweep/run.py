@@ -84,7 +84,7 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
         if new:
             writer.writeheader()
         cached: tuple[Any, torch.Tensor, dict[str, float]] | None = None  # consecutive cells share images
-        memo: dict = {}  # APGD and Square images by what they were crafted on, for autoattack (classification only)
+        memo: dict = {}  # APGD and Square images for autoattack; input gradients every eps of FGSM shares
         for cell in todo:
             started = time.perf_counter()
             target = by_name[cell.target]
