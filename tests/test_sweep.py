@@ -194,9 +194,12 @@ def test_one_step_cells_share_one_gradient_and_equal_the_attack_functions():
     model = build_model("student", 1, 2, 28).eval()
     x, y = torch.rand(300, 1, 28, 28), torch.randint(0, 2, (300,))  # more than one batch of 256
     task, memo, target = task_of("classification"), {}, Target("global", model)
+    def batched(fn, *args):  # the sweep's batches of 256
+        return torch.cat([fn(model, x[i:i + 256], y[i:i + 256], *args) for i in (0, 256)])
+
     for eps in (0.004, 0.03):
-        for attack, reference in (("fgsm", fgsm(model, x, y, eps)), ("invfgsm", invfgsm(model, x, y, eps)),
-                                  ("fgsm-margin", fgsm(model, x, y, eps, task.margin))):
+        for attack, reference in (("fgsm", batched(fgsm, eps)), ("invfgsm", batched(invfgsm, eps)),
+                                  ("fgsm-margin", batched(fgsm, eps, task.margin))):
             out, _ = craft(Cell("global", attack, eps), target, model, x, y, SweepSection(), 0, task, memo)
             assert torch.equal(out, reference), (attack, eps)
     assert len([k for k in memo if k[0] == "gradient"]) == 2  # cross-entropy and margin, reused across eps
