@@ -31,9 +31,9 @@ def after_training(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], An
             phases[name] = time.perf_counter() - started
     log("seconds per phase: " + " · ".join(f"{k} {v:.0f}" for k, v in phases.items())
         + f" (total {sum(phases.values()):.0f})")
+    phases = {k: round(v, 1) for k, v in phases.items()}
     if path.exists():
-        atomic_write_json(path, {**json.loads(path.read_text()), "phase_seconds": {k: round(v, 1)
-                                                                                   for k, v in phases.items()}})
+        atomic_write_json(path, {**json.loads(path.read_text()), "phase_seconds": phases})
     return phases
 
 

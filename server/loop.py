@@ -312,7 +312,7 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
     h = run.task.headline
     fg = "  ".join(f"{e}:{m[h]:.3f}" for e, m in summary["test_fgsm"].items())
     say(f"final test {run.task.describe(summary['test'])}; FGSM {h} by eps {fg}")
-    after_training(cfg, run.run.path, say)
+    summary["phase_seconds"] = after_training(cfg, run.run.path, say)  # as summary.json has it
     say(f"results in {run.run.path.resolve()}")
     return summary
 

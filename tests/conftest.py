@@ -65,14 +65,21 @@ FLOWER_PROCS = ("flower-superlink", "flower-supernode", "flower-superexec", "flw
                 "flwr-clientapp", "raylet", "gcs_server", "ray::", "default_worker.py", "dashboard", "log_monitor")
 
 
+def _worker() -> str:
+    """pytest-xdist's worker id (its children inherit it); "" without xdist."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
 def _flower_processes(since: float) -> list[str]:
+    """Flower/Ray processes started since ``since`` by this test worker (the other worker's are not ours)."""
     found = []
     for p in psutil.process_iter(["cmdline", "create_time", "name"]):
         try:
             cmd = " ".join(p.info["cmdline"] or [p.info["name"] or ""])
-            if p.info["create_time"] >= since - 1 and any(k in cmd for k in FLOWER_PROCS):
+            if p.info["create_time"] >= since - 1 and any(k in cmd for k in FLOWER_PROCS) and (
+                    p.environ().get("PYTEST_XDIST_WORKER", "") == _worker()):
                 found.append(f"{p.pid} {cmd[:100]}")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
 
@@ -85,7 +92,7 @@ def flower_processes() -> Callable[[float], list[str]]:
 
 @pytest.fixture(autouse=True)
 def _threads() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if _worker() else 2)  # two workers share the two cores
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,7 @@ def test_simulate_checks_every_value_before_starting_any_process(tmp_path, flowe
                              "--set", f"run.out_dir='{tmp_path}'"], capture_output=True, text=True, timeout=60,
                             cwd=REPO)
     assert result.returncode == 2 and "federation.eval_eps: must be in [0, 1]" in result.stderr
-    assert time.time() - started < 5 and flower_processes(started) == [] and not any(tmp_path.iterdir())
+    assert time.time() - started < 10 and flower_processes(started) == [] and not any(tmp_path.iterdir())  # no start-up
 
 
 def test_one_writer_per_run_directory_and_a_dead_holder_keeps_nothing(tmp_path, capsys):
