@@ -28,6 +28,7 @@ def test_centralized_run_writes_a_complete_run_directory(data_root, tmp_path, ca
     assert summary["test_fgsm"]["0.05"]["acc"] <= summary["test"]["acc"]
     out = capsys.readouterr().out
     assert str(run) in out and "seconds per phase: training" in out and " sweep " in out
+    assert "left out of the default attacks: pgd, fgsm-margin" in out  # sweep.attacks = ['fgsm'] here
     assert set(summary_after(run)["phase_seconds"]) == {"training", "sweep"}
     assert (run / "sweep.csv").is_file() and (run / "plots" / "rounds.png").is_file()  # sweep on by default
 

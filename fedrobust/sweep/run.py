@@ -19,6 +19,7 @@ import torch
 
 from fedrobust.attacks.gradient import input_gradient
 from fedrobust.config import ExperimentConfig
+from fedrobust.config.schema import DEFAULT_ATTACKS
 from fedrobust.edge.images import as_8bit
 from fedrobust.errors import ConfigError
 from fedrobust.progress import progress_bar
@@ -78,6 +79,10 @@ def sweep(cfg: ExperimentConfig, run_dir: Path, log: Callable[[str], Any] = prin
     if done:
         log(f"resuming the sweep: {len(done)} of {len(cells)} cells already done")
     log(f"sweeping {', '.join(by_name)} on {len(data)} test images: {len(cells)} cells")
+    left_out = [a for a in DEFAULT_ATTACKS if a not in cfg.sweep.attacks and a in task.spec.attacks]
+    if left_out:
+        log(f"left out of the default attacks: {', '.join(left_out)} (sweep.attacks; `fedrobust sweep RUN --set "
+            f"sweep.attacks=...` adds them)")
     new = not partial.exists()
     with partial.open("a", newline="") as fh, progress_bar(total=len(todo), desc="sweep", unit="cell") as bar:
         writer = csv.DictWriter(fh, fieldnames=header)
