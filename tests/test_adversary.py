@@ -90,8 +90,11 @@ def test_malicious_clients_poison_and_honest_ones_are_untouched(data_root):
     (["adversary.kind='backdoor'", "adversary.share=0.2", "adversary.target_class=2"], "adversary.target_class"),
     (["adversary.kind='backdoor'", "adversary.share=0.2", "adversary.trigger_size=20"], "adversary.trigger_size"),
     (["adversary.kind='adv_poison'", "adversary.share=0.2", "adversary.eps=0"], "adversary.eps"),
+    (["federation.clip_norm=-1"], "federation.clip_norm"),
+    (["adversary.kind='alie'", "adversary.alie_z=-1", "adversary.share=0.2"], "adversary.alie_z"),
+    (["adversary.kind='ipm'", "partition.num_clients=3", "adversary.partitions=[0, 1]"], "adversary.share"),
 ])
-def test_bad_adversary_settings_fail_at_load_with_one_line(overrides, key):
+def test_bad_adversary_and_defense_settings_fail_at_load_with_one_line(overrides, key):
     with pytest.raises(ConfigError) as err:
         load_config(None, ["partition.num_clients=10", *overrides])
     assert str(err.value).startswith(key) and "\n" not in str(err.value)
