@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from fedrobust.attacks.gradient import frozen
+from fedrobust.device import device_of
 
 
 @torch.no_grad()
 def torch_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """(N, classes) logits on the CPU; eval mode for the duration (BatchNorm statistics are read, never
     updated; the training flag is restored), each batch moved to the model's device."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     with frozen(model):
         return torch.cat([model(x[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)])
 

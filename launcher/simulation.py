@@ -21,7 +21,8 @@ from typing import Any
 import tomli_w
 
 from fedrobust.config import ExperimentConfig, to_flat
-from fedrobust.errors import FedrobustError
+from fedrobust.device import resolve_device
+from fedrobust.errors import ConfigError, FedrobustError
 from fedrobust.federated import check_federation
 from fedrobust.pipeline import missing_outputs
 from fedrobust.rundir import RunDir
@@ -48,6 +49,11 @@ def check_app_config(flat: dict[str, Any]) -> None:
 def _federation_config(cfg: ExperimentConfig) -> str:
     sim = cfg.simulation
     parts = [f"num-supernodes={cfg.partition.num_clients}", f"client-resources-num-cpus={sim.cpus_per_client}"]
+    if sim.gpus_per_client:  # Ray then shows each virtual client its share of a GPU (CUDA_VISIBLE_DEVICES)
+        parts.append(f"client-resources-num-gpus={sim.gpus_per_client:g}")
+    elif cfg.run.device.startswith("cuda"):
+        raise ConfigError("simulation.gpus_per_client: run.device is cuda, but Ray hides the GPU from virtual clients "
+                          "without a GPU share; set e.g. 0.5 (two clients per GPU)")
     if sim.num_cpus and not sim.ray_address:  # Ray refuses num_cpus when joining a cluster
         parts.append(f"init-args-num-cpus={sim.num_cpus}")
     return " ".join(parts)
@@ -55,6 +61,7 @@ def _federation_config(cfg: ExperimentConfig) -> str:
 
 def prepare_run(cfg: ExperimentConfig, resume: bool) -> RunDir:
     """Check the federation can work, then create (or reopen) the run directory."""
+    resolve_device(cfg.run.device)  # `cuda` without CUDA: one line now, not a traceback inside Flower
     task = task_for(cfg)
     check_federation(cfg, task.load(cfg.data, "train"))
     task.load(cfg.data, "test")  # the server evaluates on it: fail now, not inside Flower

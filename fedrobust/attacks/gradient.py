@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedrobust.device import device_of
+
 Eps = float | torch.Tensor
 
 
@@ -59,18 +61,20 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss = "ce") -> torch.Tensor:
-    """Gradient of the summed loss w.r.t. ``x`` only; ``param.grad`` stays as it was."""
-    x = x.detach().requires_grad_(True)
+    """Gradient of the summed loss w.r.t. ``x`` only, computed on the model's device and returned on ``x``'s;
+    ``param.grad`` stays as it was."""
+    device = device_of(model)
+    xd = x.detach().to(device).requires_grad_(True)
     with frozen(model), torch.enable_grad():
-        value = loss_fn(loss)(model(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(value, x)
-    return grad
+        value = loss_fn(loss)(model(xd), y.to(device), reduction="sum")
+        (grad,) = torch.autograd.grad(value, xd)
+    return grad.to(x.device)
 
 
 def eps_like(eps: Eps, x: torch.Tensor) -> torch.Tensor | float:
     """Broadcastable eps: a float stays a float; a per-sample (N,) tensor becomes N x 1 x 1 x 1."""
     if isinstance(eps, torch.Tensor):
-        return eps.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return eps.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
     return float(eps)
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from fedrobust.attacks.gradient import frozen, margin_loss
+from fedrobust.device import device_of
 
 Predict = Callable[[np.ndarray], np.ndarray]  # (N, C, H, W) float32 -> (N, classes) scores
 
@@ -79,10 +80,12 @@ def _estimator(model: nn.Module, x: torch.Tensor, loss: nn.Module | None = None)
     from art.estimators.classification import PyTorchClassifier
 
     wrapped = _TwoLogits(model).eval()
+    device = device_of(model)
     with torch.no_grad():
-        classes = _classes(wrapped(x[:1]).numpy())
+        classes = _classes(wrapped(x[:1].to(device)).cpu().numpy())
     return PyTorchClassifier(model=wrapped, loss=loss or nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                             nb_classes=classes, clip_values=(0.0, 1.0), device_type="cpu")
+                             nb_classes=classes, clip_values=(0.0, 1.0),
+                             device_type="gpu" if device.type == "cuda" else "cpu")
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss: str = "ce", steps: int = 100,

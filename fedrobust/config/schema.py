@@ -22,6 +22,7 @@ class RunSection:
     out_dir: str = "runs"
     dir: str = ""  # explicit run directory (set by `fedrobust simulate`); "" = new one under out_dir
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    device: str = "auto"  # "auto" (CUDA when torch sees it), "cpu", "cuda" or "cuda:N"; ONNX export runs on the CPU
 
 
 @dataclass
@@ -204,6 +205,7 @@ class SimulationSection:
 
     num_cpus: int = 0  # CPUs Ray may use; 0 = all of this machine
     cpus_per_client: int = 1  # Ray CPUs per virtual client (also its torch threads)
+    gpus_per_client: float = 0.0  # Ray GPU share per virtual client (0.25: four share a GPU); 0 = clients on the CPU
     ray_address: str = ""  # "" = start a local Ray; "auto" or "HOST:PORT" = join a Ray cluster
     startup_timeout: float = 120.0  # seconds for the SuperLink and all virtual nodes to come up
     verbose: bool = False  # pass Flower's own logs through to the terminal

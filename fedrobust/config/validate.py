@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,8 @@ def validate(cfg: ExperimentConfig) -> None:
     r, d, p, m, t, e = cfg.run, cfg.data, cfg.partition, cfg.model, cfg.train, cfg.eval
     _require(bool(r.name) and "/" not in r.name, "run.name", "must be a non-empty name without '/'")
     _require(r.threads >= 0, "run.threads", f"must be >= 0, got {r.threads}")
+    _require(r.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", r.device) is not None, "run.device",
+             f"got {r.device!r}; choose auto, cpu, cuda or cuda:N")
     _one_of(d.task, "data.task", tuple(SPECS))
     spec = SPECS[d.task]
     spec.check_data(d)
@@ -171,6 +174,7 @@ def _validate_federation(cfg: ExperimentConfig) -> None:
     _one_of(f.select, "federation.select", SPECS[cfg.data.task].selects)
     _one_of(f.bn_recalibration, "federation.bn_recalibration", ("none", "val"))
     _require(sim.num_cpus >= 0, "simulation.num_cpus", f"must be >= 0, got {sim.num_cpus}")
+    _require(sim.gpus_per_client >= 0, "simulation.gpus_per_client", f"must be >= 0, got {sim.gpus_per_client}")
     _require(sim.cpus_per_client > 0, "simulation.cpus_per_client", f"must be > 0, got {sim.cpus_per_client}")
     _require(sim.startup_timeout > 0, "simulation.startup_timeout", "must be > 0")
     for name in ("fail_partitions", "nonfinite_partitions"):

@@ -20,6 +20,7 @@ from torch import nn
 from fedrobust.attacks import fgsm, pgd
 from fedrobust.checkpoint import load_model, load_state, run_config
 from fedrobust.config import DistillSection, ExperimentConfig, TrainSection
+from fedrobust.device import device_of
 from fedrobust.distill.loss import distillation_loss
 from fedrobust.errors import FedrobustError
 from fedrobust.models import count_parameters
@@ -55,9 +56,11 @@ def distill_epoch(student: nn.Module, teacher: nn.Module, data: Split, optimizer
     student.train()
     teacher.eval()
     total, agree, seen = 0.0, 0.0, 0
+    device = device_of(student)  # the teacher's too: both come from model_for
     for xb, yb in iterate_batches(data.images, data.targets, d.batch_size, shuffle=True, generator=generator,
                                   drop_last_singleton=True):
         x, yb = classic(xb, yb) if classic else (xb, yb)
+        x, yb = x.to(device), yb.to(device)
         with torch.no_grad():
             t_logits = teacher(x)
         s_logits = student(x)

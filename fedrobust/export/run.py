@@ -58,7 +58,9 @@ def calibration_images(cfg: ExperimentConfig) -> np.ndarray:
 
 def export_model(cfg: ExperimentConfig, model: nn.Module, name: str, role: str, out: Path, run: str,
                  test: Split, log: Callable[[str], Any]) -> tuple[dict[str, Any], np.ndarray]:
-    """fp32 ONNX + parity check on the whole test split; the summary entry and the test logits."""
+    """fp32 ONNX + parity check on the whole test split; the summary entry and the test logits. Both run on the
+    CPU, where the edge runtime will (``model`` is moved there)."""
+    model = model.cpu()
     task = task_for(cfg)
     started = time.perf_counter()
     path = export_onnx(model, out / f"{role}.onnx", metadata_for(cfg, model, name, role, run))

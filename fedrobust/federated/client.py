@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from fedrobust.augment import AdversarialPolicy
-from fedrobust.config import DataSection, ExperimentConfig, ModelSection, PartitionSection
+from fedrobust.config import DataSection, ExperimentConfig, ModelSection, PartitionSection, RunSection
+from fedrobust.device import cpu_state
 from fedrobust.errors import FedrobustError
 from fedrobust.federated.adversary import DATA_KINDS, MODEL_KINDS, attacks_now, poison_update, poisoned_data
 from fedrobust.federated.plan import alt_partitions, local_seed
@@ -50,9 +51,10 @@ def _cached_own_split(path: str, data: tuple, split: str) -> Split:
     return task_of(d.task).load_file(path, d, split)
 
 
-def _fresh_model(model: tuple, data: tuple) -> torch.nn.Module:
+def _fresh_model(model: tuple, data: tuple, device: str) -> torch.nn.Module:
     """The federation's architecture without local weights: a client always starts from the server's."""
-    return model_for(ExperimentConfig(model=ModelSection(*model), data=DataSection(*data)), pretrained=False)
+    return model_for(ExperimentConfig(run=RunSection(device=device), model=ModelSection(*model),
+                                      data=DataSection(*data)), pretrained=False)
 
 
 _cached_model = functools.lru_cache(maxsize=2)(_fresh_model)
@@ -114,7 +116,7 @@ class LocalClient:
         return self.task.adjusted(model, self.cfg.train, self.train_data(), self._whole_train())
 
     def _model_key(self) -> tuple:
-        return dataclasses.astuple(self.cfg.model), self._data_key()
+        return dataclasses.astuple(self.cfg.model), self._data_key(), self.cfg.run.device
 
     def build_model(self) -> torch.nn.Module:
         """A fresh model of this federation's architecture."""
@@ -167,7 +169,7 @@ class LocalClient:
             stats.append(train_epoch(trained, images, targets, optimizer, cfg.train, policy, classic,
                                      global_epoch, generator, proximal_mu=proximal_mu, anchor=anchor,
                                      class_weight=weight, task=self.task))
-        new_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        new_state = cpu_state(model)
         if malicious and cfg.adversary.kind in MODEL_KINDS:
             new_state = poison_update(cfg.adversary, new_state, state, torch.Generator().manual_seed(seed + 2))
         if self.partition_id in cfg.faults.nonfinite_partitions:

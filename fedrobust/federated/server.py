@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from fedrobust.config import ExperimentConfig
+from fedrobust.device import cpu_state
 from fedrobust.errors import FedrobustError
 from fedrobust.federated.adversary import malicious_partitions, with_trigger
 from fedrobust.models import count_parameters
@@ -66,7 +67,7 @@ class FederatedRun:
         if ckpt is None:
             torch.manual_seed(self.cfg.run.seed)
             fresh = model_for(self.cfg)
-            return 0, fresh.state_dict(), {}
+            return 0, cpu_state(fresh), {}
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         done = int(saved["round"])
         # drop metric lines of rounds after the checkpoint (an interrupted round is redone)
@@ -82,7 +83,7 @@ class FederatedRun:
             return state
         self.model.load_state_dict(state)
         recalibrate_batchnorm(self.model, self.val.images, self.cfg.eval.batch_size)
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return cpu_state(self.model)
 
     def trusted_update(self, state: StateDict, server_round: int) -> StateDict:
         """FLTrust's root of trust: the weights after the clients' local recipe (epochs, optimizer, no attack,
@@ -95,7 +96,7 @@ class FederatedRun:
         for epoch in range(self.cfg.federation.local_epochs):
             train_epoch(self.model, self.val.images, self.val.targets, optimizer, self.cfg.train, epoch=epoch,
                         generator=generator, task=self.task)
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return cpu_state(self.model)
 
     def evaluate(self, state: StateDict) -> dict[str, float]:
         """The task's metrics and loss on test, clean and under FGSM at ``federation.eval_eps`` (``fgsm_*``),

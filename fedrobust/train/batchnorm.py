@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fedrobust.device import device_of
+
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> nn.Module:
@@ -24,10 +26,11 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch counts equally
     model.train()
+    device = device_of(model)
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         if len(chunk) > 1:  # BatchNorm in train mode needs more than one value per channel
-            model(chunk)
+            model(chunk.to(device))
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     return model.eval()

@@ -11,6 +11,7 @@ import torch
 
 from fedrobust.augment import AdversarialPolicy
 from fedrobust.config import ExperimentConfig
+from fedrobust.device import resolve_device
 from fedrobust.models import count_parameters
 from fedrobust.models.from_config import model_for
 from fedrobust.pipeline import after_training
@@ -25,6 +26,7 @@ from fedrobust.train.local import class_weights, make_optimizer, train_epoch
 
 def run_centralized(cfg: ExperimentConfig, log: Callable[[str], Any] = print) -> RunDir:
     """Train on the train split, select on val, report on test; returns the run directory."""
+    resolve_device(cfg.run.device)  # a device this machine lacks fails before any data is read
     generator = seed_everything(cfg.run.seed, cfg.run.threads)
     task = task_for(cfg)
     train, val, test = (task.load(cfg.data, s) for s in ("train", "val", "test"))

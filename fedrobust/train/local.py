@@ -11,6 +11,7 @@ from torch import nn
 
 from fedrobust.augment import AdversarialPolicy, ClassicAugment
 from fedrobust.config import TrainSection
+from fedrobust.device import device_of
 from fedrobust.errors import FedrobustError
 from fedrobust.tasks.base import Task
 from fedrobust.train.batches import iterate_batches
@@ -93,9 +94,12 @@ def train_epoch(
 
     With ``proximal_mu > 0`` and ``anchor`` (the global parameters), adds FedProx's proximal
     term mu/2 * ||w - w_global||^2 through its gradient mu * (w - w_global). ``class_weight``:
-    per-class loss weights (``class_weights``).
+    per-class loss weights (``class_weights``). Batches are drawn (and classically augmented) on the CPU, then
+    trained on the model's device.
     """
     model.train()
+    device = device_of(model)
+    class_weight = None if class_weight is None else class_weight.to(device)
     adversarial = policy is not None and policy.active(epoch)
     fused = adversarial and policy.cfg.fused
     start = time.perf_counter()
@@ -104,6 +108,8 @@ def train_epoch(
                                   drop_last_singleton=True):
         if classic:
             xb, yb = classic(xb, yb)
+        labels = yb
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         if fused:
             batch_loss, n_trained, n_adv, clean_logits = _fused_step(model, xb, yb, policy, task, class_weight)
@@ -129,7 +135,7 @@ def train_epoch(
         trained += n_trained
         adv_total += n_adv
         clean_seen += len(yb)
-        correct += float(task.per_sample(clean_logits, yb).sum())
+        correct += float(task.per_sample(clean_logits.cpu(), labels).sum())
         if progress is not None:
             progress.update(len(yb))
     return EpochStats(

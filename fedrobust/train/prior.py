@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fedrobust.device import device_of
+
 
 def class_prior(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Class frequencies; a class the labels lack counts as half a sample, so its log-prior is finite."""
@@ -32,7 +34,7 @@ class OffsetLogits(nn.Module):
     def __init__(self, model: nn.Module, offset: torch.Tensor) -> None:
         super().__init__()
         self.model = model
-        self.register_buffer("offset", offset.detach().clone(), persistent=False)
+        self.register_buffer("offset", offset.detach().to(device_of(model), copy=True), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x) + self.offset
