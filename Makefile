@@ -27,14 +27,25 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
 install: $(STAMP)
 
-# torch first with its exact pin (the only spec that takes the local CPU build), then the rest.
+# Which torch build: TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu takes the CPU wheel on an ordinary
+# machine (empty: pip's own configuration, i.e. PyPI's CUDA build, or the local CPU build on these machines).
+TORCH_INDEX_URL ?=
+# FEDROBUST_CPU_ONLY=1 (what .ci/run sets) fails the install if CUDA packages land in the venv; unset, the guard is
+# on where there is no NVIDIA driver (no nvidia-smi), off on a GPU machine.
+ifeq ($(origin FEDROBUST_CPU_ONLY), undefined)
+FEDROBUST_CPU_ONLY := $(if $(shell command -v nvidia-smi 2>/dev/null),0,1)
+endif
+
+# torch first with its exact pin (here the only spec that takes the local CPU build), then the rest.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@if $(PY) -m pip list 2>/dev/null | grep -Ei '^(nvidia-|triton)'; then \
-	  echo "error: CUDA packages (above) landed in $(VENV); torch must be pinned to the CPU build 2.13.0" >&2; \
+	@if [ "$(FEDROBUST_CPU_ONLY)" = 1 ] && $(PY) -m pip list 2>/dev/null | grep -Ei '^(nvidia-|triton)'; then \
+	  echo "error: CUDA packages (above) landed in $(VENV) on a CPU-only install (FEDROBUST_CPU_ONLY=1); pin" \
+	       "torch==2.13.0 to the CPU build (TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu) or set" \
+	       "FEDROBUST_CPU_ONLY=0 on a GPU machine" >&2; \
 	  exit 1; fi
 	@touch $(STAMP)
 
