@@ -68,8 +68,9 @@ def test_autoattack_is_the_per_image_worst_case_and_the_headline(swept):
     for target in ("global", "student", "onnx_fp32", "onnx_int8"):
         for eps in (0.004, 0.0118, 0.1176):
             worst = acc[(target, "autoattack", eps)]
-            assert worst <= acc[(target, "apgd-ce", eps)] + 1e-9  # its own component, reused exactly
-            assert worst <= min(acc[(target, a, eps)] for a in ("fgsm", "pgd", "noise")) + 0.03
+            # its components FGSM, PGD and APGD-CE, reused exactly (the int8 student falls to FGSM where APGD misses)
+            assert worst <= min(acc[(target, a, eps)] for a in ("fgsm", "pgd", "apgd-ce")) + 1e-9
+            assert worst <= acc[(target, "noise", eps)] + 0.03
     assert acc[("global", "autoattack", 0.1176)] <= 0.05  # (this 3-epoch student predicts one class throughout)
     on_grid = [r for r in rows if r["attack"] == "clean"]  # MedMNIST pixels are 8-bit: rounding changes nothing
     assert all(r["accuracy"] == r["accuracy_8bit"] for r in on_grid)
