@@ -67,15 +67,19 @@ def _median_or(bound: float, distances: np.ndarray) -> float:
     return float(bound) if bound > 0 else float(np.median(distances))
 
 
+def _clipped(update: np.ndarray, distances: np.ndarray, bound: float) -> Aggregate:
+    """``update`` with, per row, the factor min(1, bound / distance) the clipping applied (flagged where < 1)."""
+    factor = np.minimum(1.0, bound / np.maximum(distances, 1e-12))
+    return Aggregate(np.asarray(update, np.float32), [int(i) for i in np.flatnonzero(factor < 1)],
+                     [round(float(f), 6) for f in factor])
+
+
 def norm_clip(updates: np.ndarray, weights: np.ndarray, bound: float = 0.0) -> Aggregate:
     """Each update scaled to L2 norm ≤ ``bound`` (0: the round's median norm), then FedAvg's weighted mean."""
     norms = np.linalg.norm(updates, axis=1)
     c = _median_or(bound, norms)
     clipped = np.asarray(_byzfl().Clipping(c=c)(updates.copy()))  # clips rows in place
-    w = weights / weights.sum()
-    factor = np.minimum(1.0, c / np.maximum(norms, 1e-12))
-    return Aggregate((w @ clipped).astype(np.float32), [int(i) for i in np.flatnonzero(factor < 1)],
-                     [round(float(f), 6) for f in factor])
+    return _clipped(weights / weights.sum() @ clipped, norms, c)
 
 
 def centered_clip(updates: np.ndarray, center: np.ndarray | None, bound: float = 0.0,
@@ -87,10 +91,7 @@ def centered_clip(updates: np.ndarray, center: np.ndarray | None, bound: float =
     tau = _median_or(bound, distances)
     rule = _byzfl().CenteredClipping(L=iterations, tau=tau)
     rule.m = v
-    out = rule(updates)
-    factor = np.minimum(1.0, tau / np.maximum(distances, 1e-12))
-    return Aggregate(np.asarray(out, np.float32), [int(i) for i in np.flatnonzero(factor < 1)],
-                     [round(float(f), 6) for f in factor])
+    return _clipped(rule(updates), distances, tau)
 
 
 def fltrust(updates: np.ndarray, root: np.ndarray) -> Aggregate:
