@@ -8,17 +8,22 @@ client: ``LocalClient(cfg, partition).train(state, server_round)`` from a CPU co
   warm caches (the ClientApp's ``warm_up`` loads the shard and builds the work model before round 1).
 bare: a plain torch loop over the same shard (same samples, batch 32, shuffled, same epochs, a trailing
   batch of one dropped as the client does), the same architecture (``model_for``) loaded with the same
-  state, a new Adam, and per batch: clean forward + backward with ``x.requires_grad_(True)``, then (adversarial
-  round) one forward + backward on FGSM and inverse-FGSM copies of half the batch made from that input
-  gradient, then ``optimizer.step()``. Timed from the optimizer's creation to the last step.
+  state, a new Adam, and per batch: zero_grad, a forward + backward (adversarial round: with
+  ``x.requires_grad_(True)``, then one forward + backward on FGSM and inverse-FGSM copies of half the batch made
+  from that input gradient: the fused mode's work), then ``optimizer.step()``. Timed from the optimizer's
+  creation to the last step.
 
 Both run with the same torch threads (``torch.set_num_threads``; the ClientApp sets
 ``simulation.cpus_per_client`` = 1), interleaved (one warm-up each, then ``--repeats`` rounds alternating
 which goes first); the table reports medians, and the ratio is the median of the per-repeat ratios.
 Goal: ratio <= 1.2. Then the client's update is split into sections (wrapped timers, no code edited) next to
-the bare loop's, and cProfile lists its top functions. Writes runs/results/client_update.md.
+the bare loop's, and cProfile lists its top functions. Writes runs/results/client_update.md. Takes about
+3 minutes with one thread on a loaded 2-core machine.
 
-    python benchmarks/client_update.py [--repeats N] [--partition K] [--threads 1 2]
+    python benchmarks/client_update.py [--repeats N] [--partition K] [--threads 1 2] [--profile-updates N]
+
+``--threads 1 2`` adds the 2-thread case; it only means something on an otherwise idle machine (with other
+jobs on the cores, OpenMP's threads wait on each other and an update takes 10x longer, noise included).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import cProfile
 import functools
 import io
 import pstats
+import resource
 import statistics
 import sys
 import time
@@ -64,6 +70,34 @@ def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="sum")
 
 
+def _bare_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, total: int, m: int, eps: float,
+                gen: torch.Generator | None, acc: dict[str, float]) -> None:
+    """Forward/backward of one batch (``gen`` given: plus the adversarial copies); a function of its own, so the
+    batch's tensors are freed before the optimizer step, as ``_fused_step``'s are."""
+    clock = time.perf_counter
+    t1 = clock()
+    xb.requires_grad_(gen is not None)
+    clean = _loss(model(xb), yb)
+    t2 = clock()
+    (clean / total).backward()
+    t3 = clock()
+    acc["forward (clean)"] += t2 - t1
+    acc["backward (clean)"] += t3 - t2
+    if gen is None:
+        return
+    pick = torch.randperm(len(yb), generator=gen)[:m]
+    step = eps * xb.grad[pick].sign()
+    xa = torch.cat([(xb.detach()[pick] + step).clamp(0, 1), (xb.detach()[pick] - step).clamp(0, 1)])
+    ya = torch.cat([yb[pick], yb[pick]])
+    t4 = clock()
+    adv = _loss(model(xa), ya)
+    t5 = clock()
+    (adv / total).backward()
+    acc["crafting"] += t4 - t3
+    acc["forward (adv)"] += t5 - t4
+    acc["backward (adv)"] += clock() - t5
+
+
 def bare_update(model: nn.Module, state: StateDict, x: torch.Tensor, y: torch.Tensor, cfg: ExperimentConfig,
                 adversarial: bool, seed: int, sections: dict[str, float] | None = None) -> tuple[float, float]:
     """The client's forward/backward work as a plain loop; returns the wall-clock and process CPU seconds from
@@ -90,35 +124,15 @@ def bare_update(model: nn.Module, state: StateDict, x: torch.Tensor, y: torch.Te
             xb, yb = x[idx], y[idx]
             n = len(yb)
             m = max(1, round(aug.fraction * n))
-            total = n + 2 * m if adversarial else n
-            tz = clock()
-            acc["batching"] += tz - t0
-            opt.zero_grad(set_to_none=True)
-            xb.requires_grad_(adversarial)
             t1 = clock()
-            acc["optimizer.zero_grad"] += t1 - tz
-            logits = model(xb)
-            clean = _loss(logits, yb)
+            opt.zero_grad(set_to_none=True)
             t2 = clock()
-            (clean / total).backward()
+            _bare_batch(model, xb, yb, n + 2 * m if adversarial else n, m, aug.eps, gen if adversarial else None,
+                        acc)
             t3 = clock()
-            acc["forward (clean)"] += t2 - t1
-            acc["backward (clean)"] += t3 - t2
-            if adversarial:
-                pick = torch.randperm(n, generator=gen)[:m]
-                step = aug.eps * xb.grad[pick].sign()
-                xa = torch.cat([(xb.detach()[pick] + step).clamp(0, 1), (xb.detach()[pick] - step).clamp(0, 1)])
-                ya = torch.cat([yb[pick], yb[pick]])
-                t4 = clock()
-                adv = _loss(model(xa), ya)
-                t5 = clock()
-                (adv / total).backward()
-                t6 = clock()
-                acc["crafting"] += t4 - t3
-                acc["forward (adv)"] += t5 - t4
-                acc["backward (adv)"] += t6 - t5
-                t3 = t6
             opt.step()
+            acc["batching"] += t1 - t0
+            acc["optimizer.zero_grad"] += t2 - t1
             acc["optimizer.step"] += clock() - t3
     return clock() - start, time.process_time() - cpu_start
 
@@ -147,15 +161,18 @@ def measure(client: LocalClient, model: nn.Module, state: StateDict, threads: in
     for case, rnd in ROUNDS.items():
         _client_once(client, state, rnd)
         _bare_once(model, state, client, rnd, -1)
-        out[case] = {"client": [], "bare": [], "client cpu": [], "bare cpu": []}
+        out[case] = {"client": [], "bare": [], "client cpu": [], "bare cpu": [], "client faults": [],
+                     "bare faults": []}
     for rep in range(repeats):
         for case, rnd in ROUNDS.items():
             order = ("client", "bare") if rep % 2 == 0 else ("bare", "client")
             for who in order:
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 wall, cpu = (_client_once(client, state, rnd) if who == "client"
                              else _bare_once(model, state, client, rnd, rep))
                 out[case][who].append(wall)
                 out[case][f"{who} cpu"].append(cpu)
+                out[case][f"{who} faults"].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
             c, b = out[case]["client"][-1], out[case]["bare"][-1]
             print(f"{threads} thr rep {rep + 1}/{repeats} {case:22s} client {c:6.3f}s bare {b:6.3f}s "
                   f"ratio {c / b:.2f}", file=sys.stderr)
@@ -333,7 +350,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5, help="interleaved repetitions per case (after one warm-up)")
     p.add_argument("--partition", type=int, default=None, help="client partition id (default: the largest shard)")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
+    p.add_argument("--threads", type=int, nargs="+", default=[1],
+                   help="torch thread counts to measure (e.g. 1 2; threads beyond the idle cores measure contention)")
     p.add_argument("--profile-updates", type=int, default=3, help="client updates per section / cProfile pass")
     p.add_argument("--out", default=str(ROOT / "runs/results/client_update.md"))
     args = p.parse_args()
@@ -381,8 +399,8 @@ def main() -> int:
         f"the absolute seconds are noisy, the interleaved ratios less so.",
         "",
         "| case | threads | client update s | bare loop s | ratio (min-max) | client CPU s | bare CPU s | CPU ratio "
-        "| images/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| images/s | page faults client / bare |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     worst = 0.0
     for th, res in results.items():
@@ -394,10 +412,13 @@ def main() -> int:
             worst = max(worst, ratio)
             lines.append(f"| {case} | {th} | {c:.3f} | {b:.3f} | {ratio:.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
                          f"| {statistics.median(r['client cpu']):.3f} | {statistics.median(r['bare cpu']):.3f} "
-                         f"| {cpu_ratio:.2f} | {shard * epochs / c:.0f} |")
+                         f"| {cpu_ratio:.2f} | {shard * epochs / c:.0f} "
+                         f"| {statistics.median(r['client faults']):.0f} / {statistics.median(r['bare faults']):.0f} |")
     ok = worst <= 1.2
     lines += ["", "CPU s: `time.process_time()` of this process over the same interval (all its threads), less "
-              "sensitive to the other jobs than wall-clock seconds.", "",
+              "sensitive to the other jobs than wall-clock seconds. Page faults: median minor faults per update "
+              "(memory the allocator gave back and touches again; they come and go in bursts of up to 10^5 and "
+              "account for much of the noise).", "",
               f"Goal ratio <= 1.2: {'met' if ok else 'NOT met'} (worst median wall-clock ratio {worst:.2f}).", ""]
     for case, tab in sec_tables.items():
         lines += [f"## Where the time goes: {case}, {args.threads[0]} thread(s), mean of {args.profile_updates} "
