@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -52,6 +51,7 @@ from _machine import command, describe, write_report
 
 import fedrobust.federated.client as client_mod
 import fedrobust.train.local as local_mod
+from fedrobust.attacks.gradient import classification_loss
 from fedrobust.augment import AdversarialPolicy
 from fedrobust.config import ExperimentConfig, load_config
 from fedrobust.federated.client import LocalClient
@@ -65,9 +65,7 @@ StateDict = dict[str, torch.Tensor]
 
 # ---------------------------------------------------------------------------------------------- bare loop
 def _loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if logits.shape[-1] == 1:
-        return F.binary_cross_entropy_with_logits(logits.squeeze(-1), y.float(), reduction="sum")
-    return F.cross_entropy(logits, y, reduction="sum")
+    return classification_loss(logits, y, reduction="sum")
 
 
 def _bare_batch(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, total: int, m: int, eps: float,

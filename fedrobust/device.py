@@ -14,8 +14,6 @@ from torch import nn
 
 from fedrobust.errors import ConfigError
 
-DEVICES = ("auto", "cpu", "cuda")
-
 
 def resolve_device(name: str) -> torch.device:
     """``auto``: the first CUDA device when torch sees one, else the CPU; ``cuda`` (or ``cuda:N``) on a
