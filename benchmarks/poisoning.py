@@ -6,7 +6,8 @@ federated run through the in-process round loop of benchmarks/_sequential.py, wh
 simulation. Per cell: final clean test accuracy, FGSM accuracy at eps 0.005, the backdoor's success rate where
 it applies, and the mean detection recall of the aggregator's drops. Share 0 is each aggregator's price on
 this non-IID split with no attacker. A cell an aggregator cannot take (e.g. Bulyan with 3 of 10 malicious)
-is shown as "–". Finished runs under --runs-dir are reused, so a stopped grid resumes.
+is shown as "–". Every cell's figures are kept in docs/results/poisoning.csv (committed) and a cell found there
+or finished under --runs-dir is not trained again, so a stopped grid resumes.
 
 Prints and writes runs/results/poisoning.md (tables) and runs/results/poisoning-<attack>.png (heatmaps):
 
@@ -17,6 +18,7 @@ Prints and writes runs/results/poisoning.md (tables) and runs/results/poisoning-
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import statistics
@@ -61,8 +63,31 @@ def _finished(runs_dir: Path, name: str) -> Path | None:
     return None
 
 
-def cell(attack: str, aggregator: str, share: float, seed: int, rounds: int, runs_dir: Path) -> dict | None:
-    """One finished run's figures (trained now unless found); None if the config is refused."""
+FIGURES = ("acc", "fgsm", "asr", "recall")
+
+
+def read_record(path: Path) -> dict[tuple[str, int], dict]:
+    """The committed per-cell figures, by (run name, rounds): a cell recorded there is not trained again."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {(r["name"], int(r["rounds"])): {k: (float(r[k]) if r[k] else None) for k in FIGURES} for r in rows}
+
+
+def write_record(path: Path, record: dict[tuple[str, int], dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["name", "rounds", *FIGURES])
+        for (name, rounds), f in sorted(record.items()):
+            writer.writerow([name, rounds, *("" if f[k] is None else f"{f[k]:.4f}" for k in FIGURES)])
+
+
+def cell(attack: str, aggregator: str, share: float, seed: int, rounds: int, runs_dir: Path,
+         record: dict[tuple[str, int], dict]) -> dict | None:
+    """One cell's figures: from the record, else from a finished run, else trained now (and added to the record);
+    None if the config is refused."""
     overrides = _overrides(attack, aggregator, share, seed, rounds, runs_dir)
     name = overrides[1].split("=", 1)[1].strip("'")
     try:
@@ -70,6 +95,8 @@ def cell(attack: str, aggregator: str, share: float, seed: int, rounds: int, run
     except ConfigError as exc:
         print(f"skip {name}: {exc}", file=sys.stderr)
         return None
+    if (name, rounds) in record:
+        return record[(name, rounds)]
     run = _finished(runs_dir, name)
     if run is None:
         print(f"training {name}", file=sys.stderr, flush=True)
@@ -77,9 +104,10 @@ def cell(attack: str, aggregator: str, share: float, seed: int, rounds: int, run
     summary = json.loads((run / "summary.json").read_text())
     rounds_ = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     recalls = [r["detection"]["recall"] for r in rounds_ if r.get("detection", {}).get("recall") is not None]
-    return {"acc": summary["test"]["acc"], "fgsm": summary["test_fgsm"]["0.005"]["acc"],
-            "asr": summary.get("adversary", {}).get("backdoor_asr"),
-            "recall": statistics.mean(recalls) if recalls else None}
+    record[(name, rounds)] = {"acc": summary["test"]["acc"], "fgsm": summary["test_fgsm"]["0.005"]["acc"],
+                              "asr": summary.get("adversary", {}).get("backdoor_asr"),
+                              "recall": statistics.mean(recalls) if recalls else None}
+    return record[(name, rounds)]
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -102,13 +130,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs/poisoning")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/results/poisoning.md")
+    parser.add_argument("--record", type=Path, default=ROOT / "docs/results/poisoning.csv",
+                        help="per-cell figures; a cell found here is not trained again (default: %(default)s)")
     args = parser.parse_args()
     args.runs_dir.mkdir(parents=True, exist_ok=True)
+    record = read_record(args.record)
 
     def figures(attack: str, agg: str, share: float) -> dict[str, tuple[float | None, float | None]]:
-        got = [c for s in args.seeds if (c := cell(attack, agg, share, s, args.rounds, args.runs_dir))]
+        got = []
+        for s in args.seeds:
+            if c := cell(attack, agg, share, s, args.rounds, args.runs_dir, record):
+                got.append(c)
+                write_record(args.record, record)  # each cell lands in the record as it finishes
         out = {}
-        for key in ("acc", "fgsm", "asr", "recall"):
+        for key in FIGURES:
             vals = [c[key] for c in got if c[key] is not None]
             out[key] = (_mean(vals), statistics.stdev(vals) if len(vals) > 1 else None)
         return out
