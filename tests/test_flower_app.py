@@ -21,6 +21,10 @@ import torch
 from fedrobust.config import load_config, to_flat
 
 REPO = Path(__file__).resolve().parents[1]
+# the small federation every simulation here runs (3 hospitals, 2 rounds, the student), unless a test says more
+TINY = ("run.name=sim", "model.name=student", "partition.num_clients=3", "partition.min_samples=10",
+        "federation.rounds=2", "federation.local_epochs=1", "augment.warmup_epochs=0", "distill.enabled=false",
+        "export.enabled=false", "sweep.enabled=false")
 
 
 def test_pyproject_app_config_is_the_quickstart():
@@ -49,11 +53,8 @@ def _simulate(data_root, out_dir: Path, *overrides: str, resume: Path | None = N
     if resume:
         cmd += ["--resume", str(resume)]
     else:
-        cmd += ["--config", str(REPO / "configs" / "quickstart.toml"), "--set", f"run.out_dir='{out_dir}'",
-                "--set", "run.name=sim", "--set", "model.name=student", "--set", "partition.num_clients=3",
-                "--set", "partition.min_samples=10", "--set", "federation.rounds=2",
-                "--set", "federation.local_epochs=1", "--set", "augment.warmup_epochs=0",
-                "--set", "distill.enabled=false", "--set", "export.enabled=false", "--set", "sweep.enabled=false"]
+        cmd += ["--config", str(REPO / "configs" / "quickstart.toml")]
+        overrides = (*TINY, f"run.out_dir='{out_dir}'", *overrides)
     for o in overrides:
         cmd += ["--set", o]
     env = dict(os.environ, FEDROBUST_DATA_ROOT=str(data_root))
@@ -93,6 +94,27 @@ def test_simulation_writes_a_complete_run_directory(full_run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["kind"] == "federated" and summary["rounds"] == 2 and summary["clients"] == 3
     assert "round   2/2" in result.stdout and str(run) in result.stdout and "3 of 3 clients ready" in result.stdout
+
+
+def _in_process(data_root, out_dir: Path, *overrides: str) -> dict:
+    """`_simulate`'s federation through benchmarks/_sequential.py: the real round loop and ClientApp, no runtime."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import _sequential
+
+    cfg = load_config(REPO / "configs" / "quickstart.toml",
+                      [*TINY, f"run.out_dir='{out_dir}'", f"data.root='{data_root}'", *overrides])
+    return _sequential.sequential_run(cfg, log=io.StringIO())
+
+
+def test_in_process_loop_equals_the_simulation(full_run, data_root, tmp_path):
+    """Only the runtime differs: the in-process round loop (which the benchmarks use) on full_run's config gives
+    the same final weights and test figures as `fedrobust simulate` through Flower and Ray."""
+    sim = full_run[0]
+    res = _in_process(data_root, tmp_path)
+    ws = torch.load(sim / "model.pt", weights_only=False)["model"]
+    wi = torch.load(res["run"] / "model.pt", weights_only=False)["model"]
+    assert ws.keys() == wi.keys() and all(torch.equal(ws[k], wi[k]) for k in wi)
+    assert json.loads((sim / "summary.json").read_text())["test"] == res["summary"]["test"]
 
 
 def test_global_model_changed(full_run):
@@ -214,12 +236,8 @@ def test_ctrl_c_stops_everything(data_root, tmp_path, flower_processes):
 
 def _launch(data_root, out_dir: Path, *overrides: str) -> subprocess.Popen:
     """`_simulate`'s command, started in the background (stdout line-buffered for the test to read)."""
-    cmd = [sys.executable, "-m", "launcher", "simulate", "--config", str(REPO / "configs" / "quickstart.toml"),
-           "--set", f"run.out_dir='{out_dir}'", "--set", "run.name=sim", "--set", "model.name=student",
-           "--set", "partition.num_clients=3", "--set", "partition.min_samples=10", "--set", "federation.rounds=2",
-           "--set", "federation.local_epochs=1", "--set", "augment.warmup_epochs=0", "--set", "distill.enabled=false",
-           "--set", "export.enabled=false", "--set", "sweep.enabled=false"]
-    for o in overrides:
+    cmd = [sys.executable, "-m", "launcher", "simulate", "--config", str(REPO / "configs" / "quickstart.toml")]
+    for o in (*TINY, f"run.out_dir='{out_dir}'", *overrides):
         cmd += ["--set", o]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
                             env=dict(os.environ, FEDROBUST_DATA_ROOT=str(data_root), PYTHONUNBUFFERED="1"))
@@ -292,7 +310,7 @@ def test_concurrent_runs_a_killed_launcher_and_one_writer(data_root, tmp_path, f
 def test_a_sign_flipping_hospital_breaks_fedavg_but_not_fedmedian(data_root, tmp_path):
     """Partition 2 of 3 sends -10 x its update every round. FedMedian, run on the real Ray backend, keeps
     learning; FedAvg with the same attacker (the in-process round loop, which equals the Flower simulation:
-    test_sequential_loop.py) ends far worse."""
+    test_in_process_loop_equals_the_simulation) ends far worse."""
     attack = ["partition.scheme=iid", "adversary.kind=sign_flip", "adversary.partitions=[2]", "adversary.scale=10"]
     result = _simulate(data_root, tmp_path / "median", "federation.strategy=fedmedian", *attack)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -302,13 +320,5 @@ def test_a_sign_flipping_hospital_breaks_fedavg_but_not_fedmedian(data_root, tmp
     assert all(r["malicious"] == [2] and r["updates"]["2"]["cos_honest"] < 0 for r in rounds)
     median = json.loads((run / "summary.json").read_text())["test"]
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import _sequential
-
-    cfg = load_config(REPO / "configs" / "quickstart.toml", [
-        "run.name=avg", "model.name=student", "partition.num_clients=3", "partition.min_samples=10",
-        "federation.rounds=2", "federation.local_epochs=1", "augment.warmup_epochs=0", "distill.enabled=false",
-        "export.enabled=false", "sweep.enabled=false", f"run.out_dir='{tmp_path / 'avg'}'",
-        f"data.root='{data_root}'", *attack])
-    fedavg = _sequential.sequential_run(cfg, log=io.StringIO())["summary"]["test"]
+    fedavg = _in_process(data_root, tmp_path / "avg", *attack)["summary"]["test"]
     assert median["acc"] - fedavg["acc"] > 0.15 and fedavg["loss"] > 1.5 * median["loss"]  # measured: 0.77 vs 0.47

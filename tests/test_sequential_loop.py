@@ -1,13 +1,12 @@
 """The real round loop (server.loop) on the in-process grid of benchmarks/_sequential.py: no Flower
-runtime, the ClientApp called directly, and the same numbers as under `fedrobust simulate`."""
+runtime, the ClientApp called directly. That it gives the same numbers as `fedrobust simulate`:
+test_flower_app.py::test_in_process_loop_equals_the_simulation (it reuses that module's simulation)."""
 
 from __future__ import annotations
 
 import io
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -101,19 +100,3 @@ def test_a_failing_client_is_an_error_reply(data_root, tmp_path):
     assert query.content["info"]["partition-id"] == 0 and query.content["info"]["num-partitions"] == 3
     assert train.has_error() and "InjectedFault" in train.error.reason
     assert grid.pull_messages(ids) == []  # a reply is handed out once
-
-
-@pytest.mark.slow
-def test_in_process_run_equals_flower_simulation(two_runs, data_root, tmp_path):
-    """Only the runtime differs: `fedrobust simulate` of the same config gives the same final weights."""
-    run, summary, _ = two_runs[0]
-    cmd = [sys.executable, "-m", "launcher", "simulate", "--config", str(REPO / "configs" / "quickstart.toml")]
-    for o in [*TINY, f"run.out_dir='{tmp_path}'"]:
-        cmd += ["--set", o]
-    env = dict(os.environ, FEDROBUST_DATA_ROOT=str(data_root))
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (sim,) = tmp_path.iterdir()
-    ws, wi = _weights(sim), _weights(run)
-    assert all(torch.equal(ws[k], wi[k]) for k in wi)
-    assert json.loads((sim / "summary.json").read_text())["test"] == summary["test"]
