@@ -26,6 +26,16 @@ def real_data_root() -> Path | None:
     return None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with the most `slow` tests first. Under --dist loadscope a module runs whole on one worker, and a
+    long module that starts last leaves the other worker idle (xdist's default order puts many short tests first)."""
+    slow: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        slow[module] = slow.get(module, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])  # stable: within a module, the file's order
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = real_data_root()

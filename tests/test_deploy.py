@@ -194,6 +194,7 @@ def deployment(tmp_path, data_root):
     assert _ours(dep.env["FLWR_HOME"]) == []  # every started process was stopped by PID
 
 
+@pytest.mark.slow
 def test_tls_deployment_with_two_registered_nodes(deployment):
     """Quickstart with a small model: 2 rounds over TLS, one node on a shard of the shared file and one
     on its own file; distillation, ONNX export and the sweep at the end, as in simulation. A node
@@ -244,6 +245,7 @@ def test_tls_deployment_with_two_registered_nodes(deployment):
         assert last.startswith("fedrobust: error: SuperNode 0/2 exited") and reason in last, last
 
 
+@pytest.mark.slow
 def test_killed_node_continues_or_stops_clearly(deployment):
     """2 nodes, at least 1 usable update per round (the default federation.min_replies): a node killed
     once the run has started leaves a round that completes with the other; when the last one is

@@ -75,6 +75,7 @@ def full_run(data_root, tmp_path_factory):
     return run, result, started
 
 
+@pytest.mark.slow
 def test_simulation_writes_a_complete_run_directory(full_run):
     run, result, _ = full_run
     names = {p.name for p in run.iterdir()}
@@ -166,6 +167,7 @@ def ray_cluster(tmp_path):
             pointer.write_text(saved)
 
 
+@pytest.mark.slow
 def test_faults_and_sampling_on_an_existing_ray_cluster(data_root, tmp_path, ray_cluster):
     """5 clients, 80 % sampled (seeded, by partition): one sampled client raises, one sends NaN.
     The ServerApp also recalibrates BatchNorm on val, then distills and exports after the last round;
@@ -211,6 +213,7 @@ def test_impossible_federation_fails_at_start_leaving_nothing(data_root, tmp_pat
     assert flower_processes(started) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_everything(data_root, tmp_path, flower_processes):
     started = time.time()
     cmd = [sys.executable, "-m", "launcher", "simulate", "--config", str(REPO / "configs" / "quickstart.toml"),
@@ -252,6 +255,7 @@ def _marked(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_concurrent_runs_a_killed_launcher_and_one_writer(data_root, tmp_path, full_run):
     """Two simulations at once each talk to their own SuperLink; SIGKILL on one launcher ends every
     process it started and removes its temporary folders; its run directory has one writer at a time;
@@ -307,6 +311,7 @@ def test_concurrent_runs_a_killed_launcher_and_one_writer(data_root, tmp_path, f
     assert a["acc"] == b["acc"]
 
 
+@pytest.mark.slow
 def test_a_sign_flipping_hospital_breaks_fedavg_but_not_fedmedian(data_root, tmp_path):
     """Partition 2 of 3 sends -10 x its update every round. FedMedian, run on the real Ray backend, keeps
     learning; FedAvg with the same attacker (the in-process round loop, which equals the Flower simulation:

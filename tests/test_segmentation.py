@@ -135,6 +135,7 @@ def _tiny(tmp_path, seg_root, *extra: str) -> list[str]:
             *[a for kv in extra for a in ("--set", kv)]]
 
 
+@pytest.mark.slow
 def test_federated_segmentation_through_ray_to_edge_and_report(tmp_path, seg_root, capsys):
     """Two hospitals, two rounds on the real Ray backend, then distillation, ONNX fp32/int8 and the IoU sweep."""
     assert main(["simulate", *_tiny(tmp_path, seg_root)]) == 0

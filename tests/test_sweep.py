@@ -34,6 +34,7 @@ def swept(trained_run, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_sweep_table_is_long_format_over_every_target_attack_and_eps(swept):
     rows = _rows(swept / "sweep.csv")
     assert list(rows[0]) == ["target", "attack", "eps", "accuracy", "auc", "accuracy_8bit", "n", "seconds",
