@@ -223,8 +223,11 @@ def main() -> int:
                 continue  # in the record; its run directory is gone
             run = train(v, s, args.runs_dir, args.federated, args.set, args.reuse_only)
             if run is not None:
-                rows[(setting, v, s)] = record(run, setting, v, s)
-                write_record(args.record, list(rows.values()))  # each run lands in the record as it finishes
+                rows[(setting, v, s)] = mine = record(run, setting, v, s)
+                # each run lands in the record as it finishes, merged with what other studies wrote meanwhile
+                rows = {(r["setting"], r["variant"], r["seed"]): r for r in read_record(args.record)}
+                rows[(setting, v, s)] = mine
+                write_record(args.record, list(rows.values()))
     lines = [f"# Pervin et al.'s tables on Kvasir-SEG, {setting}", "", f"Command: `{command()}`  ",
              f"Machine: {describe()}", "",
              f"Seeds {', '.join(map(str, args.seeds))} (mean ± sd where more than one). Polyp IoU and Dice per image, "
