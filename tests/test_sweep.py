@@ -115,11 +115,11 @@ def test_report_checks_and_plots(swept):
 
 
 def test_a_stopped_sweep_resumes_without_recomputing(swept, capsys):
-    """Keep all but the last 10 cells as an interrupted sweep would have; those (autoattack, whose APGD-CE
+    """Keep all but the last 3 cells as an interrupted sweep would have; those (autoattack, whose APGD-CE
     images are no longer in memory) are recomputed identically."""
     cfg = run_config(swept, SMALL)
     full = (swept / "sweep.csv").read_text().splitlines()
-    kept = len(full) - 1 - 10
+    kept = len(full) - 1 - 3
     (swept / PARTIAL).write_text("\n".join(full[:1 + kept]) + "\n")
     (swept / PARTIAL).with_suffix(".json").write_text(settings_blob(cfg, len(sweep_images(cfg))))
     (swept / "sweep.csv").unlink()
