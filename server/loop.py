@@ -168,8 +168,13 @@ def screen(replies: Iterable[Message]) -> tuple[list[Message], int, int]:
     return good, failed, rejected
 
 
+def _reply_metrics(reply: Message) -> Any:
+    """The one MetricRecord a ClientApp's train reply carries."""
+    return next(iter(reply.content.metric_records.values()))
+
+
 def _said_malicious(reply: Message) -> bool:
-    return bool(next(iter(reply.content.metric_records.values())).get("malicious", 0))
+    return bool(_reply_metrics(reply).get("malicious", 0))
 
 
 def _sent(reply: Message) -> dict[str, Any]:
@@ -287,12 +292,11 @@ def run_federation(grid: Grid, cfg: ExperimentConfig) -> dict[str, Any]:
             "missing": missing,
             "rejected_nonfinite": rejected,
             "aggregated": new_arrays is not None,
-            "num_examples": int(sum(next(iter(r.content.metric_records.values()))["num-examples"] for r in good)),
+            "num_examples": int(sum(_reply_metrics(r)["num-examples"] for r in good)),
             "clients": _metrics(train_metrics),
         }
         if bad:
-            record["malicious"] = sorted(_partition_of(r) for r in good
-                                         if next(iter(r.content.metric_records.values())).get("malicious", 0))
+            record["malicious"] = sorted(_partition_of(r) for r in good if _said_malicious(r))
             record["updates"] = update_stats(before, sent, frozenset(record["malicious"]))
         record.update(defense_record(strategy, kept, {_partition_of(r) for r in good}, record.get("malicious")))
         if fed_cfg.fraction_evaluate > 0:
