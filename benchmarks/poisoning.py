@@ -139,9 +139,11 @@ def main() -> int:
     def figures(attack: str, agg: str, share: float) -> dict[str, tuple[float | None, float | None]]:
         got = []
         for s in args.seeds:
+            known = len(record)
             if c := cell(attack, agg, share, s, args.rounds, args.runs_dir, record):
                 got.append(c)
-                write_record(args.record, record)  # each cell lands in the record as it finishes
+            if len(record) > known:
+                write_record(args.record, record)  # a new cell lands in the record as it finishes
         out = {}
         for key in FIGURES:
             vals = [c[key] for c in got if c[key] is not None]

@@ -122,9 +122,10 @@ def record(run: Path, setting: str, variant: str, seed: int) -> dict[str, object
     return row
 
 
-def read_record(path: Path) -> list[dict[str, object]]:
+def read_record(path: Path) -> dict[tuple, dict[str, object]]:
+    """The record's rows by (setting, variant, seed)."""
     if not path.is_file():
-        return []
+        return {}
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     for row in rows:
@@ -132,7 +133,7 @@ def read_record(path: Path) -> list[dict[str, object]]:
         for key in row:
             if key not in ("setting", "variant", "seed", "run"):
                 row[key] = float(row[key]) if row[key] not in ("", None) else float("nan")
-    return rows
+    return {(r["setting"], r["variant"], r["seed"]): r for r in rows}
 
 
 def write_record(path: Path, rows: list[dict[str, object]]) -> None:
@@ -216,17 +217,16 @@ def main() -> int:
     args = parser.parse_args()
     setting = "federated" if args.federated else "centralized"
     out = args.out or ROOT / f"runs/results/segmentation-{setting}.md"
-    rows = {(r["setting"], r["variant"], r["seed"]): r for r in read_record(args.record)}
+    rows = read_record(args.record)
     for v in args.variants:
         for s in args.seeds:
             if (setting, v, s) in rows and _finished(args.runs_dir, _name(setting, v), s) is None:
                 continue  # in the record; its run directory is gone
             run = train(v, s, args.runs_dir, args.federated, args.set, args.reuse_only)
             if run is not None:
-                rows[(setting, v, s)] = mine = record(run, setting, v, s)
                 # each run lands in the record as it finishes, merged with what other studies wrote meanwhile
-                rows = {(r["setting"], r["variant"], r["seed"]): r for r in read_record(args.record)}
-                rows[(setting, v, s)] = mine
+                rows = read_record(args.record)
+                rows[(setting, v, s)] = record(run, setting, v, s)
                 write_record(args.record, list(rows.values()))
     lines = [f"# Pervin et al.'s tables on Kvasir-SEG, {setting}", "", f"Command: `{command()}`  ",
              f"Machine: {describe()}", "",
