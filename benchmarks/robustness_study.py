@@ -1,12 +1,14 @@
-"""The reference robustness study (sweep issue): federated models, their defenses, and their
-distilled edge students under FGSM, PGD, transfer and black-box attack.
+"""The reference robustness study: federated models, their defenses, and their distilled edge
+students under FGSM, PGD, the per-image worst case (autoattack), transfer and black-box attack.
 
 For each finished federated run: distill + export if the run has no student yet, sweep the
-reference paper's eps grid (0.001 ... 0.005) with FGSM, PGD (cross-entropy and margin), transfer
-from the global model, Square against the int8 edge model, random noise and inverse FGSM, then
-tabulate every run in the reference paper's shape (rows: dataset x model x defense; columns: clean
-and each eps), one table per attack, and list plainly where a defense that looks good under FGSM
-does not hold under PGD or black-box attack. Accuracies on the official test splits.
+reference paper's eps grid (0.001 ... 0.005) and 2/255, 4/255, 8/255 with FGSM, PGD (cross-entropy
+and margin), autoattack (per image the worst of FGSM, PGD, APGD-CE, APGD-DLR or margin APGD and
+Square), transfer from the global model, Square against the int8 edge model, random noise and
+inverse FGSM. Then: the worst case next to PGD at 0.005 and the grey-level eps, raw and as
+delivered in 8 bits, which defense's advantage shrinks or vanishes under the worst case,
+autoattack's time per 100 images, and one table per attack in the reference paper's shape (rows:
+dataset x model x defense; columns: clean and each eps). Accuracies on the official test splits.
 
     python benchmarks/robustness_study.py RUN_DIR [RUN_DIR ...] [--set sweep.square_queries=300] [--from-runs]
 """
@@ -14,7 +16,9 @@ does not hold under PGD or black-box attack. Accuracies on the official test spl
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -27,14 +31,17 @@ from fedrobust.export import EXPORT_DIR, export
 from fedrobust.report.single import defense_of
 from fedrobust.sweep import SWEEP_CSV, sweep
 from fedrobust.sweep.checks import run_checks, score_table
-from fedrobust.sweep.results import read_sweep
+from fedrobust.sweep.results import delivered_column, read_sweep
 from fedrobust.sweep.run import sweep_images
 from fedrobust.tasks.registry import task_of
 
 ROOT = Path(__file__).resolve().parents[1]
-EPS = [0.001, 0.002, 0.003, 0.004, 0.005]
-SWEEP = [f"sweep.eps={EPS}", "sweep.attacks=['fgsm', 'pgd', 'pgd-margin', 'transfer-pgd', 'square', 'noise', "
-         "'invfgsm']", "sweep.targets=['global', 'student', 'onnx_int8']", "sweep.square_queries=100"]
+EPS = [0.001, 0.002, 0.003, 0.004, 0.005]  # the reference paper's grid, all below 1.3 grey levels
+GREY = [2 / 255, 4 / 255, 8 / 255]
+WORST = [0.005, *GREY]  # where the worst case is set next to PGD
+SWEEP = [f"sweep.eps={EPS + GREY}", "sweep.attacks=['fgsm', 'pgd', 'pgd-margin', 'autoattack', 'transfer-pgd', "
+         "'square', 'noise', 'invfgsm']", "sweep.targets=['global', 'student', 'onnx_int8']",
+         "sweep.square_queries=100", "sweep.corruptions=false"]
 TARGETS = {"global": "global model", "student": "student (torch)", "onnx_int8": "student (ONNX int8)"}
 FGSM_GAIN = 0.02  # "looks good under FGSM": at least 2 points above the undefended model at the same eps
 HOLD = 0.01  # "holds under PGD": keeps more than 1 point of that gain
@@ -59,6 +66,136 @@ def prepare(run: Path, overrides: list[str], log) -> None:
     sweep(cfg, run, log)
 
 
+def at(curve: dict[float, float], e: float) -> float:
+    """The score at ``e`` (eps read back from sweep.csv is rounded); nan where it was not swept."""
+    return next((v for k, v in curve.items() if abs(k - e) < 1e-6), float("nan"))
+
+
+def eps_label(e: float) -> str:
+    return f"{e:.4g} ({e * 255:.2g}/255)"
+
+
+@dataclass
+class Entry:
+    """One evaluated model of one run: its scores raw and as delivered in 8 bits, by (target, attack)."""
+
+    dataset: str
+    model: str
+    defense: str
+    target: str
+    run: Path
+    raw: dict
+    sent: dict
+    seconds: dict  # {eps: seconds} of the autoattack cells
+    n: int
+    cfg: object
+
+    @property
+    def clean(self) -> float:
+        return self.raw[(self.target, "clean")][0.0]
+
+    def curve(self, attack: str, delivered: bool = False) -> dict[float, float]:
+        return (self.sent if delivered else self.raw).get((self.target, attack), {})
+
+    def baseline(self, entries: list[Entry]) -> Entry | None:
+        return next((b for b in entries if (b.dataset, b.model, b.target) == (self.dataset, self.model, self.target)
+                     and b.cfg.augment.mode == "none" and b.run != self.run), None)
+
+
+def worst_case_lines(entries: list[Entry]) -> list[str]:
+    lines = ["## Worst case next to PGD", "",
+             "Each cell: PGD-10 / autoattack (per image, the worst of FGSM, PGD, APGD-CE, margin APGD and Square). "
+             "Gap = PGD − worst case, the robust accuracy PGD alone overstates.", "",
+             "| dataset | model | defense | evaluated model | clean | " + " | ".join(eps_label(e) for e in WORST)
+             + " | largest gap |", "|" + " --- |" * (6 + len(WORST))]
+    for x in entries:
+        p, w = x.curve("pgd"), x.curve("autoattack")
+        if not w:
+            continue
+        gaps = [at(p, e) - at(w, e) for e in WORST]
+        cells = " | ".join(f"{at(p, e):.3f} / **{at(w, e):.3f}**" for e in WORST)
+        lines.append(f"| {x.dataset} | {x.model} | {x.defense} | {TARGETS[x.target]} | {x.clean:.3f} | {cells} | "
+                     f"{max(gaps) * 100:+.1f} pts |")
+    lines += ["", "## Delivered as 8-bit images", "",
+              "Worst case on the raw float images / on the same images rounded to 8 bits (what an attacker who "
+              "sends a PNG delivers; for the int8 model also decoded as `fedrobust-edge` does).", "",
+              "| dataset | model | defense | evaluated model | " + " | ".join(eps_label(e) for e in WORST)
+              + " | largest raw − delivered |", "|" + " --- |" * (5 + len(WORST))]
+    for x in entries:
+        w, d = x.curve("autoattack"), x.curve("autoattack", delivered=True)
+        if not w or not d:
+            continue
+        gaps = [at(d, e) - at(w, e) for e in WORST]
+        cells = " | ".join(f"{at(w, e):.3f} / {at(d, e):.3f}" for e in WORST)
+        lines.append(f"| {x.dataset} | {x.model} | {x.defense} | {TARGETS[x.target]} | {cells} | "
+                     f"{max(gaps) * 100:+.1f} pts |")
+    return [*lines, ""]
+
+
+def advantage_lines(entries: list[Entry]) -> list[str]:
+    """Each defense's margin over no defense (same dataset, model and evaluated model) under PGD and under the
+    worst case; in plain words where it shrinks by more than a point or vanishes."""
+    lines = ["## Which defense's advantage survives the worst case", "",
+             "Advantage = accuracy with the defense − without, on the same kind of evaluated model, in points; "
+             "each cell: under PGD → under the worst case.", "",
+             "| dataset | model | defense | evaluated model | " + " | ".join(eps_label(e) for e in WORST)
+             + " | verdict |", "|" + " --- |" * (5 + len(WORST))]
+    said = []
+    for x in entries:
+        b = x.baseline(entries)
+        if b is None or not x.curve("autoattack") or not b.curve("autoattack"):
+            continue
+        pgd = [(at(x.curve("pgd"), e) - at(b.curve("pgd"), e)) * 100 for e in WORST]
+        worst = [(at(x.curve("autoattack"), e) - at(b.curve("autoattack"), e)) * 100 for e in WORST]
+        one = 100 / x.n  # one test image, in points
+        had = [i for i, v in enumerate(pgd) if v > one]
+        vanished = [i for i in had if worst[i] <= one]
+        shrunk = [i for i in had if i not in vanished and worst[i] < pgd[i] - 1]
+        verdict = ("vanishes" if vanished else "shrinks" if shrunk else
+                   "holds" if had else "none under PGD either")
+        cells = " | ".join(f"{p:+.1f} → {w:+.1f}" for p, w in zip(pgd, worst, strict=True))
+        lines.append(f"| {x.dataset} | {x.model} | {x.defense} | {TARGETS[x.target]} | {cells} | {verdict} |")
+        if vanished or shrunk:
+            where = ", ".join(f"ε {WORST[i]:.4g}: {pgd[i]:+.1f} → {worst[i]:+.1f}" for i in (vanished or shrunk))
+            said.append(f"- {x.dataset} {x.model}, {x.defense}, {TARGETS[x.target]}: the advantage under PGD "
+                        f"{'vanishes' if vanished else 'shrinks'} under the worst case ({where} points).")
+    return [*lines, "", *(said or ["- No defense's PGD advantage shrinks by more than a point under the worst case."]),
+            ""]
+
+
+def timing_lines(entries: list[Entry]) -> list[str]:
+    lines = ["## autoattack's time", "", "Seconds of the autoattack cell per 100 test images, mean over its ε "
+             "(the FGSM, PGD and APGD-CE images come from their own cells and are not counted again).", "",
+             "| dataset | model | defense | " + " | ".join(TARGETS.values()) + " |",
+             "|" + " --- |" * (3 + len(TARGETS))]
+    runs = list(dict.fromkeys(x.run for x in entries))
+    for run in runs:
+        xs = {x.target: x for x in entries if x.run == run}
+        first = next(iter(xs.values()))
+        cells = [f"{100 * sum(xs[t].seconds.values()) / len(xs[t].seconds) / xs[t].n:.1f}"
+                 if t in xs and xs[t].seconds else "–" for t in TARGETS]
+        lines.append(f"| {first.dataset} | {first.model} | {first.defense.removesuffix(' + distillation')} | "
+                     + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def write_grid(path: Path, entries: list[Entry]) -> None:
+    """Every (model, attack) curve, raw and delivered, one row each: the tables' source, kept with the page."""
+    eps = EPS + GREY
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["dataset", "model", "defense", "evaluated_model", "attack", "images", "acc_clean",
+                      *(f"acc_eps_{e:.4g}" for e in eps)])
+        for x in entries:
+            for target, attack in x.raw:
+                if target != x.target or attack == "clean":
+                    continue
+                for images, table in (("raw", x.raw), ("8-bit", x.sent)):
+                    if (target, attack) in table:
+                        out.writerow([x.dataset, x.model, x.defense, TARGETS[target], attack, images,
+                                      f"{x.clean:.3f}", *(f"{at(table[(target, attack)], e):.3f}" for e in eps)])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
@@ -67,22 +204,31 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "runs/results/robustness_study.md"))
     args = parser.parse_args()
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
-    rows = []  # (dataset, model, defense label, target, run, table)
+    entries: list[Entry] = []
     try:
         for run in args.runs:
             if not args.from_runs:
                 prepare(run, args.overrides, log)
             cfg = run_config(run)
-            table = score_table(read_sweep(run / SWEEP_CSV), "accuracy")
+            sweep_rows = read_sweep(run / SWEEP_CSV)
+            raw = score_table(sweep_rows, "accuracy")
+            sent = score_table(sweep_rows, delivered_column("classification"))
             for target in TARGETS:
-                if (target, "clean") in table:
-                    rows.append((cfg.data.dataset, cfg.model.name, defense(cfg, target), target, run, table, cfg))
+                if (target, "clean") not in raw:
+                    continue
+                cells = [r for r in sweep_rows if r["target"] == target and r["attack"] == "autoattack"]
+                entries.append(Entry(cfg.data.dataset, cfg.model.name, defense(cfg, target), target, run, raw, sent,
+                                     {r["eps"]: r["seconds"] for r in cells if r.get("seconds") not in ("", None)},
+                                     int(sweep_rows[0]["n"]), cfg))
     except (FedrobustError, FileNotFoundError) as exc:
         print(f"robustness_study: error: {exc}", file=sys.stderr)
         return 2
-    rows.sort(key=lambda r: (r[0], r[1], list(TARGETS).index(r[3]), not r[2].startswith("none"), r[2]))
+    entries.sort(key=lambda x: (x.dataset, x.model, list(TARGETS).index(x.target), not x.defense.startswith("none"),
+                                x.defense))
+    rows = [(x.dataset, x.model, x.defense, x.target, x.run, x.raw, x.cfg) for x in entries]
+    write_grid(Path(args.out).with_suffix(".csv"), entries)
 
-    lines = ["# Reference robustness study (sweep issue)", "", f"Command: `{command()}`  ",
+    lines = ["# Reference robustness study", "", f"Command: `{command()}`  ",
              f"Machine: {describe()}", "",
              f"Federated {', '.join(dict.fromkeys(r[1] for r in rows))}, 10 hospitals with Dirichlet(0.5) label skew, "
              "FedAvg (configs/fed_*_resnet18.toml, `model.name` as in the model column); "
@@ -90,16 +236,17 @@ def main() -> int:
              "139 k-parameter student on the server's val split; the ONNX int8 student is the deployed edge model. "
              "Accuracy on the official test split. White-box attacks are crafted on each model's torch weights "
              "(for the int8 model: on the torch student, scored by onnxruntime); PGD 10 steps, step 2.5ε/10, random "
-             "start; Square: 100 queries per image against onnxruntime only; transfer: PGD crafted on the global "
-             "model. Settings of each sweep: the run's report.md.", ""]
-    for attack in ("fgsm", "pgd", "pgd-margin", "transfer-pgd", "square", "noise", "invfgsm"):
+             "start; APGD 100 steps; Square: sweep.square_queries per image against the target's runtime; transfer: "
+             "PGD crafted on the global model. Settings of each sweep: the run's report.md.", "",
+             *worst_case_lines(entries), *advantage_lines(entries), *timing_lines(entries)]
+    for attack in ("autoattack", "fgsm", "pgd", "pgd-margin", "transfer-pgd", "square", "noise", "invfgsm"):
         present = [r for r in rows if (r[3], attack) in r[5]]
         if not present:
             continue
         lines += [f"## {attack}", "", "| dataset | model | defense | evaluated model | clean | "
-                  + " | ".join(f"{e:g}" for e in EPS) + " |", "|" + " --- |" * (5 + len(EPS))]
+                  + " | ".join(eps_label(e) for e in EPS + GREY) + " |", "|" + " --- |" * (5 + len(EPS + GREY))]
         for ds, model, dfn, target, _run, t, _cfg in present:
-            cells = " | ".join(f"{t[(target, attack)].get(e, float('nan')):.3f}" for e in EPS)
+            cells = " | ".join(f"{at(t[(target, attack)], e):.3f}" for e in EPS + GREY)
             lines.append(f"| {ds} | {model} | {dfn} | {TARGETS[target]} | {t[(target, 'clean')][0.0]:.3f} | {cells} |")
         lines.append("")
 

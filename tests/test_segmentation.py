@@ -90,6 +90,34 @@ def test_fgsm_raises_and_inverse_fgsm_lowers_the_pixel_loss(seg_data, trained):
         assert float((x_adv - x).abs().max()) <= eps + 1e-6 and 0 <= float(x_adv.min()) <= float(x_adv.max()) <= 1
 
 
+def test_apgd_schedule_on_the_pixel_loss_and_the_mask_worst_case(seg_data, trained):
+    """APGD's schedule on Dice + BCE is not weaker than PGD with the same gradient budget and stays in the
+    ball; the sweep's autoattack for masks keeps, per image, an IoU no higher than each of its attacks."""
+    from fedrobust.attacks import pgd
+    from fedrobust.attacks.apgd_schedule import apgd_schedule, checkpoints
+    from fedrobust.config import SweepSection
+    from fedrobust.sweep.cells import Cell, craft
+    from fedrobust.sweep.targets import Target
+
+    assert sorted(checkpoints(100)) == [22, 41, 57, 70, 80, 87, 93, 99]  # Croce & Hein's p_j
+    _, _, test = seg_data
+    x, y, eps = test.images[:8], test.masks[:8], 4 / 255
+    g = torch.Generator().manual_seed(0)
+    a = apgd_schedule(trained, x, y, eps, loss=SEG.loss, steps=10, generator=g)
+    p = pgd(trained, x, y, eps, steps=10, loss=SEG.loss, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        per_image = [SEG.loss(trained(v), y, reduction="none") for v in (x, p, a)]
+    assert float(per_image[2].mean()) >= float(per_image[1].mean()) > float(per_image[0].mean())
+    assert float((a - x).abs().max()) <= eps + 1e-6 and 0 <= float(a.min()) <= float(a.max()) <= 1
+    target, w, memo = Target("global", trained), SweepSection(pgd_steps=5, apgd_steps=10), {}
+    worst, _ = craft(Cell("global", "autoattack", eps), target, trained, x, y, w, 0, SEG, memo)
+    iou = {name: SEG.per_sample(trained(craft(Cell("global", name, eps), target, trained, x, y, w, 0, SEG, memo)[0])
+                                .detach(), y) for name in SEG.worst_case(1)}
+    floor = SEG.per_sample(trained(worst).detach(), y)
+    assert all((floor <= v + 1e-9).all() for v in iou.values()) and floor.mean() < SEG.per_sample(
+        trained(x).detach(), y).mean()
+
+
 def test_metrics_chance_and_per_image_scores(seg_data):
     _, _, test = seg_data
     perfect = SEG.score(test.masks.numpy() * 8 - 4, test)

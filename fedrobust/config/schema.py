@@ -174,9 +174,10 @@ class ExportSection:
 
 
 SWEEP_ATTACKS = ("fgsm", "pgd", "fgsm-margin", "pgd-margin", "transfer-fgsm", "transfer-pgd", "square", "noise",
-                 "invfgsm", "apgd-ce", "apgd-dlr", "apgd-margin", "autoattack")
-# the default sweep: all but APGD-DLR (>= 3 classes only) and margin APGD, which autoattack runs by itself
-DEFAULT_ATTACKS = tuple(a for a in SWEEP_ATTACKS if a not in ("apgd-dlr", "apgd-margin"))
+                 "invfgsm", "apgd-ce", "apgd-dlr", "apgd-margin", "apgd-loss", "autoattack")
+# the default sweep: all but APGD-DLR (>= 3 classes only) and margin APGD, which autoattack runs by itself, and the
+# schedule-only APGD on a per-image loss, which is for masks (ART's APGD covers classifiers)
+DEFAULT_ATTACKS = tuple(a for a in SWEEP_ATTACKS if a not in ("apgd-dlr", "apgd-margin", "apgd-loss"))
 SWEEP_TARGETS = ("global", "student", "onnx_fp32", "onnx_int8")
 REFERENCE_EPS = [0.001, 0.002, 0.003, 0.004, 0.005, 0.0012, 0.0118, 0.1176, 1 / 255, 2 / 255, 4 / 255, 8 / 255]
 

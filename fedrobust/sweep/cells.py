@@ -8,11 +8,13 @@ Attack names (``sweep.attacks``):
   transfer-fgsm/-pgd      crafted on the torch global model (teacher), scored on the target
   apgd-ce, apgd-dlr       ART's APGD (100 steps by default) on cross-entropy / the difference-of-logits
                           ratio (>= 3 classes); apgd-margin on the margin loss, for binary heads
+  apgd-loss               APGD's step-size schedule on the task's own per-image loss (masks: Dice + BCE),
+                          where ART has no APGD
   square                  ART's score-based black box (Square attack) querying only the onnxruntime session
-  autoattack              per image, the worst case over FGSM, PGD, APGD-CE, APGD-DLR (margin APGD on
-                          binary heads) and Square; the first three on every image (the same images as
-                          their own cells), the rest on the images still robust (AutoAttack's order): the
-                          headline robust score
+  autoattack              per image, the worst case over the task's ensemble (classes: FGSM, PGD, APGD-CE,
+                          APGD-DLR or margin APGD on binary heads, Square; masks: FGSM, PGD, apgd-loss); FGSM,
+                          PGD and APGD-CE on every image (the same images as their own cells), the rest on the
+                          images still scoring above 0 (AutoAttack's order): the headline robust score
   noise                   random ±eps per pixel: what any attack must beat
   invfgsm                 the loss-*minimising* step (Pervin et al.'s helpful perturbation)
 """
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from fedrobust.attacks import input_gradient, pgd, sign_noise
+from fedrobust.attacks.apgd_schedule import apgd_schedule
 from fedrobust.attacks.fgsm import signed_step
 from fedrobust.attacks.gradient import Loss
 from fedrobust.attacks.library import apgd, square
@@ -36,11 +39,11 @@ from fedrobust.tasks.base import Task
 
 WHITE_BOX = ("fgsm", "pgd", "fgsm-margin", "pgd-margin")
 TRANSFER = ("transfer-fgsm", "transfer-pgd")
-APGD = ("apgd-ce", "apgd-dlr", "apgd-margin")
-ENSEMBLE = (*APGD, "square")  # AutoAttack's own attacks (APGD-DLR or margin APGD, by classes)
+APGD = ("apgd-ce", "apgd-dlr", "apgd-margin", "apgd-loss")
+ENSEMBLE = (*APGD, "square")  # the attacks of autoattack's ensembles besides the sweep's FGSM and PGD
 # the sweep's white-box attacks join autoattack's ensemble: on a target reached through another model's gradients
 # (an ONNX student, quantized) a one-step FGSM can beat APGD, and a worst case must not be weaker than any of them
-SHARED = ("fgsm", "pgd", "apgd-ce")  # run on every image, their cells' images reused
+SHARED = ("fgsm", "pgd", "apgd-ce", "apgd-loss")  # run on every image, their cells' images reused
 MEMOIZED = (*ENSEMBLE, "pgd")
 MARGIN_TWINS = {"fgsm-margin": "fgsm", "pgd-margin": "pgd"}
 Crafted = tuple[torch.Tensor, dict[str, float]]
@@ -96,12 +99,6 @@ def redundant(attacks: list[str], classes: int, saturated: bool) -> dict[str, st
     if classes != 2 or saturated:
         return {}
     return {a: twin for a, twin in MARGIN_TWINS.items() if a in attacks and twin in attacks}
-
-
-def ensemble(classes: int) -> tuple[str, ...]:
-    """autoattack's attacks for a head of ``classes`` outputs, in order: the sweep's FGSM and PGD, then AutoAttack's
-    standard set (DLR needs three or more classes)."""
-    return ("fgsm", "pgd", "apgd-ce", "apgd-dlr" if classes >= 3 else "apgd-margin", "square")
 
 
 def _batched(fn, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -165,13 +162,13 @@ def craft(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: to
 def _autoattack(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, w: SweepSection,
                 seed: int, task: Task, memo: dict[tuple[str, str, str], Crafted]) -> Crafted:
     """FGSM, PGD and APGD-CE on every image (their own cells' images), then each further attack only on the
-    images the target's runtime still classifies correctly; an image broken once stays broken."""
-    names = ensemble(target.logits(x[:1]).shape[1])
+    images whose score on the target's runtime is still above 0; per image the lowest score counts (a
+    misclassified image stays so; a mask keeps its lowest IoU)."""
     best = x.clone()
-    robust = task.per_sample(target.logits(x), y) > 0
+    worst = task.per_sample(target.logits(x), y)
     queries = 0.0
-    for name in names:
-        idx = np.flatnonzero(robust)
+    for name in task.worst_case(target.logits(x[:1]).shape[1]):
+        idx = np.flatnonzero(worst > 0)
         if not len(idx):
             break
         part = Cell(cell.target, name, cell.eps)
@@ -180,9 +177,10 @@ def _autoattack(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor,
             x_adv = whole[idx]
         else:
             x_adv, extra = _craft_one(part, target, teacher, x[idx], y[idx], w, seed, task)
-        broken = task.per_sample(target.logits(x_adv), y[idx]) <= 0
-        best[idx[broken]] = x_adv[broken]
-        robust[idx[broken]] = False
+        scores = task.per_sample(target.logits(x_adv), y[idx])
+        lower = scores < worst[idx]
+        best[idx[lower]] = x_adv[lower]
+        worst[idx[lower]] = scores[lower]
         queries += extra.get("mean_queries", 0.0) * len(idx) / len(x)
     return best, {"mean_queries": queries}
 
@@ -201,6 +199,9 @@ def _craft_one(cell: Cell, target: Target, teacher: nn.Module, x: torch.Tensor, 
     if attack == "transfer-pgd":
         return _batched(lambda xb, yb: pgd(teacher, xb, yb, eps, steps=w.pgd_steps, loss=ce, generator=generator),
                         x, y), extra
+    if attack == "apgd-loss":
+        return _batched(lambda xb, yb: apgd_schedule(source, xb, yb, eps, loss=ce, steps=w.apgd_steps,
+                                                     generator=generator), x, y), extra
     if attack in APGD:
         return apgd(source, x, y, eps, loss=attack.removeprefix("apgd-"), steps=w.apgd_steps,
                     restarts=w.apgd_restarts, seed=seed), extra

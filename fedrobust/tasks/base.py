@@ -115,6 +115,11 @@ class Task(ABC):
         """A loss without saturation for the ``*-margin`` attacks (larger = more wrong)."""
 
     @abstractmethod
+    def worst_case(self, outputs: int) -> tuple[str, ...]:
+        """The attacks whose per-image worst case is the sweep's ``autoattack``, in the order they run, for a
+        model with ``outputs`` output channels."""
+
+    @abstractmethod
     def per_sample(self, logits: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> np.ndarray:
         """A score in [0, 1] per sample (1 = right): training accuracy, PGD restarts' worst case."""
 

@@ -86,6 +86,10 @@ class Classification(Task):
              class_weight: torch.Tensor | None = None) -> torch.Tensor:
         return classification_loss(logits, y, reduction, class_weight)
 
+    def worst_case(self, outputs: int) -> tuple[str, ...]:
+        """The sweep's FGSM and PGD, then AutoAttack's standard set (DLR needs three or more classes)."""
+        return "fgsm", "pgd", "apgd-ce", "apgd-dlr" if outputs >= 3 else "apgd-margin", "square"
+
     def margin(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return margin_loss(logits, y, reduction)
 

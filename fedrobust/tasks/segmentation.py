@@ -99,6 +99,10 @@ class Segmentation(Task):
         bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none").flatten(1).mean(1)
         return _reduce(dice + bce, reduction)
 
+    def worst_case(self, outputs: int) -> tuple[str, ...]:
+        """No library attacks masks: FGSM, PGD and APGD's step-size schedule on the Dice + BCE loss."""
+        return "fgsm", "pgd", "apgd-loss"
+
     def margin(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Mean per-pixel margin of the wrong side: ``z`` on background, ``-z`` on polyp."""
         signed = torch.where(y.bool(), -logits, logits)

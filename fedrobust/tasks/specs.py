@@ -71,7 +71,7 @@ class TaskSpec:
 
 CLASSIFICATION = TaskSpec(
     name="classification", model_kind="classifier", schemes=("iid", "dirichlet", "shards"),
-    metrics=("acc", "auc"), headline="acc", attacks=SWEEP_ATTACKS,
+    metrics=("acc", "auc"), headline="acc", attacks=tuple(a for a in SWEEP_ATTACKS if a != "apgd-loss"),
     columns={"accuracy": "acc", "auc": "auc"}, label="accuracy", short="ACC",
     check_data=_check_medmnist, root_env="FEDROBUST_DATA_ROOT", classes=_medmnist_classes,
 )
@@ -80,7 +80,7 @@ CLASSIFICATION = TaskSpec(
 SEGMENTATION = TaskSpec(
     name="segmentation", model_kind="segmenter", schemes=("iid", "quantity", "dirichlet"),
     metrics=("iou", "dice", "miou"), headline="iou",
-    attacks=tuple(a for a in SWEEP_ATTACKS if a not in ("square", "apgd-ce", "apgd-dlr", "apgd-margin", "autoattack")),
+    attacks=tuple(a for a in SWEEP_ATTACKS if a not in ("square", "apgd-ce", "apgd-dlr", "apgd-margin")),
     columns={"iou": "iou", "dice": "dice", "miou": "miou"}, label="polyp IoU", short="IoU",
     check_data=_check_mask_folder, root_env="FEDROBUST_SEG_ROOT",
     defaults={
