@@ -47,8 +47,7 @@ def headline(rows: list[dict], spec: TaskSpec) -> Headline:
     raw, sent = score_table(rows, spec.column), score_table(rows, delivered_column(spec.name))
     targets = list(dict.fromkeys(k[0] for k in raw))
     if any(k[1] == "autoattack" for k in raw):
-        name = ("autoattack (per image, the worst of FGSM, PGD, APGD-CE, APGD-DLR or margin APGD, Square)"
-                if spec.name == "classification" else "autoattack (per image, the lowest of FGSM, PGD, apgd-loss)")
+        name = f"autoattack ({spec.worst_case})"
         pick = lambda t: {g: t[(g, "autoattack")] for g in targets if (g, "autoattack") in t}  # noqa: E731
     else:
         name = "worst white-box attack per eps (" + ", ".join(a for a in STRONGEST if any(k[1] == a for k in raw)) + ")"

@@ -55,6 +55,7 @@ class TaskSpec:
     short: str  # ... in a table header, e.g. "ACC"
     check_data: Callable[[DataSection], None]  # raises ConfigError on a bad [data] section
     root_env: str  # the environment variable that names the data root when data.root is ""
+    worst_case: str  # what the sweep's autoattack is, for people (its attacks: Task.worst_case)
     classes: Callable[[DataSection], int] | None = None  # how many classes the labels have; None: not labels
     defaults: dict[str, Any] = field(default_factory=dict)  # "section.key" -> value, for keys a config leaves out
 
@@ -73,7 +74,8 @@ CLASSIFICATION = TaskSpec(
     name="classification", model_kind="classifier", schemes=("iid", "dirichlet", "shards"),
     metrics=("acc", "auc"), headline="acc", attacks=tuple(a for a in SWEEP_ATTACKS if a != "apgd-loss"),
     columns={"accuracy": "acc", "auc": "auc"}, label="accuracy", short="ACC",
-    check_data=_check_medmnist, root_env="FEDROBUST_DATA_ROOT", classes=_medmnist_classes,
+    check_data=_check_medmnist, root_env="FEDROBUST_DATA_ROOT",
+    worst_case="per image, the worst of FGSM, PGD, APGD-CE, APGD-DLR or margin APGD, Square", classes=_medmnist_classes,
 )
 
 # The paper's size (128 px, UNet) and eps grid; the Kvasir-SEG folder under the segmentation root.
@@ -83,6 +85,7 @@ SEGMENTATION = TaskSpec(
     attacks=tuple(a for a in SWEEP_ATTACKS if a not in ("square", "apgd-ce", "apgd-dlr", "apgd-margin")),
     columns={"iou": "iou", "dice": "dice", "miou": "miou"}, label="polyp IoU", short="IoU",
     check_data=_check_mask_folder, root_env="FEDROBUST_SEG_ROOT",
+    worst_case="per image, the lowest of FGSM, PGD, apgd-loss",
     defaults={
         "data.dataset": "kvasir-seg", "data.image_size": 128, "model.name": "unet",
         "distill.student": "unet_student", "train.select": "val_iou", "train.batch_size": 16,
