@@ -213,8 +213,9 @@ def build_parser(more: Callable[[argparse._SubParsersAction], None] | None = Non
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="attack every model of a run over an eps grid; report + plots",
-                       description="FGSM, PGD (cross-entropy and margin loss), transfer from the global model, "
-                                   "Square (black-box, queries only the target's runtime), random noise and "
+                       description="FGSM, PGD (cross-entropy and margin loss), APGD, the per-image worst case "
+                                   "(autoattack, the headline), transfer from the global model, Square "
+                                   "(black-box, queries only the target's runtime), random noise and "
                                    "inverse FGSM, over [sweep] eps, against the torch global model, torch "
                                    "student, ONNX fp32 and int8 students (those the run has). Writes "
                                    "RUN_DIR/sweep.csv (long format), report.md with sanity checks, plots/. "
