@@ -36,10 +36,10 @@ from fedrobust.sweep.run import sweep_images
 from fedrobust.tasks.registry import task_of
 
 ROOT = Path(__file__).resolve().parents[1]
-EPS = [0.001, 0.002, 0.003, 0.004, 0.005]  # the reference paper's grid, all below 1.3 grey levels
-GREY = [2 / 255, 4 / 255, 8 / 255]
-WORST = [0.005, *GREY]  # where the worst case is set next to PGD
-SWEEP = [f"sweep.eps={EPS + GREY}", "sweep.attacks=['fgsm', 'pgd', 'pgd-margin', 'autoattack', 'transfer-pgd', "
+REFERENCE = [0.001, 0.002, 0.003, 0.004, 0.005]  # the reference paper's grid, all below 1.3 grey levels
+WORST = [0.005, 2 / 255, 4 / 255, 8 / 255]  # where the worst case is set next to PGD: the default grid (100 APGD
+# steps per image, eps and model make the worst case the sweep's cost; --eps adds the reference grid)
+SWEEP = ["sweep.attacks=['fgsm', 'pgd', 'pgd-margin', 'autoattack', 'transfer-pgd', "
          "'square', 'noise', 'invfgsm']", "sweep.targets=['global', 'student', 'onnx_int8']",
          "sweep.square_queries=100", "sweep.corruptions=false"]
 TARGETS = {"global": "global model", "student": "student (torch)", "onnx_int8": "student (ONNX int8)"}
@@ -57,8 +57,8 @@ def defense(cfg, target: str) -> str:
     return base if target == "global" else base + " + distillation"
 
 
-def prepare(run: Path, overrides: list[str], log) -> None:
-    cfg = run_config(run, [*SWEEP, *overrides])
+def prepare(run: Path, eps: list[float], overrides: list[str], log) -> None:
+    cfg = run_config(run, [*SWEEP, f"sweep.eps={eps}", *overrides])
     if not (run / DISTILL_DIR / "student.pt").is_file():
         distill_run(run, cfg=cfg, log=log)
     if not (run / EXPORT_DIR / "student.int8.onnx").is_file():
@@ -97,7 +97,8 @@ class Entry:
     run: Path
     raw: dict
     sent: dict
-    seconds: dict  # {eps: seconds} of the autoattack cells
+    seconds: dict  # {eps: seconds} of the worst case (its cell and the cells it reuses)
+    pgd_seconds: float  # of the PGD cells, all eps: the worst case's cost as a ratio that load does not change
     n: int
     cfg: object
 
@@ -176,23 +177,24 @@ def advantage_lines(entries: list[Entry]) -> list[str]:
 
 def timing_lines(entries: list[Entry]) -> list[str]:
     lines = ["## autoattack's time", "", "Seconds of the worst case per 100 test images, mean over its ε: "
-             "the autoattack cell and the FGSM, PGD and APGD-CE cells whose images it reuses.", "",
+             "the autoattack cell and the FGSM, PGD and APGD-CE cells whose images it reuses; in brackets the same "
+             "time ÷ PGD-10's (measured in the same sweep, so other load on the machine cancels).", "",
              "| dataset | model | defense | " + " | ".join(TARGETS.values()) + " |",
              "|" + " --- |" * (3 + len(TARGETS))]
     runs = list(dict.fromkeys(x.run for x in entries))
     for run in runs:
         xs = {x.target: x for x in entries if x.run == run}
         first = next(iter(xs.values()))
-        cells = [f"{100 * sum(xs[t].seconds.values()) / len(xs[t].seconds) / xs[t].n:.1f}"
+        cells = [f"{100 * sum(xs[t].seconds.values()) / len(xs[t].seconds) / xs[t].n:.1f} "
+                 f"({sum(xs[t].seconds.values()) / max(xs[t].pgd_seconds, 1e-9):.0f}× PGD)"
                  if t in xs and xs[t].seconds else "–" for t in TARGETS]
         lines.append(f"| {first.dataset} | {first.model} | {first.defense.removesuffix(' + distillation')} | "
                      + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
-def write_grid(path: Path, entries: list[Entry]) -> None:
+def write_grid(path: Path, entries: list[Entry], eps: list[float]) -> None:
     """Every (model, attack) curve, raw and delivered, one row each: the tables' source, kept with the page."""
-    eps = EPS + GREY
     with path.open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["dataset", "model", "defense", "evaluated_model", "attack", "images", "acc_clean",
@@ -210,6 +212,9 @@ def write_grid(path: Path, entries: list[Entry]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    parser.add_argument("--eps", type=float, nargs="+", default=WORST,
+                        help=f"the sweep's grid (default: {' '.join(f'{e:.4g}' for e in WORST)}; the reference "
+                             f"paper's: {' '.join(map(str, REFERENCE))})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--from-runs", action="store_true", help="only tabulate (sweep.csv exists in each run)")
     parser.add_argument("--out", default=str(ROOT / "runs/results/robustness_study.md"))
@@ -219,7 +224,7 @@ def main() -> int:
     try:
         for run in args.runs:
             if not args.from_runs:
-                prepare(run, args.overrides, log)
+                prepare(run, args.eps, args.overrides, log)
             cfg = run_config(run)
             sweep_rows = read_sweep(run / SWEEP_CSV)
             raw = score_table(sweep_rows, "accuracy")
@@ -231,6 +236,7 @@ def main() -> int:
                 cells = [r for r in sweep_rows if r["target"] == target and r["attack"] in WORST_PARTS]
                 entries.append(Entry(cfg.data.dataset, cfg.model.name, defense(cfg, target), target, run, raw, sent,
                                      _seconds_by_eps(cells),
+                        sum(_seconds_by_eps([r for r in cells if r["attack"] == "pgd"]).values()),
                                      int(sweep_rows[0]["n"]), cfg))
     except (FedrobustError, FileNotFoundError) as exc:
         print(f"robustness_study: error: {exc}", file=sys.stderr)
@@ -238,7 +244,7 @@ def main() -> int:
     entries.sort(key=lambda x: (x.dataset, x.model, list(TARGETS).index(x.target), not x.defense.startswith("none"),
                                 x.defense))
     rows = [(x.dataset, x.model, x.defense, x.target, x.run, x.raw, x.cfg) for x in entries]
-    write_grid(Path(args.out).with_suffix(".csv"), entries)
+    write_grid(Path(args.out).with_suffix(".csv"), entries, args.eps)
 
     lines = ["# Reference robustness study", "", f"Command: `{command()}`  ",
              f"Machine: {describe()}", "",
@@ -256,9 +262,9 @@ def main() -> int:
         if not present:
             continue
         lines += [f"## {attack}", "", "| dataset | model | defense | evaluated model | clean | "
-                  + " | ".join(eps_label(e) for e in EPS + GREY) + " |", "|" + " --- |" * (5 + len(EPS + GREY))]
+                  + " | ".join(eps_label(e) for e in args.eps) + " |", "|" + " --- |" * (5 + len(args.eps))]
         for ds, model, dfn, target, _run, t, _cfg in present:
-            cells = " | ".join(f"{at(t[(target, attack)], e):.3f}" for e in EPS + GREY)
+            cells = " | ".join(f"{at(t[(target, attack)], e):.3f}" for e in args.eps)
             lines.append(f"| {ds} | {model} | {dfn} | {TARGETS[target]} | {t[(target, 'clean')][0.0]:.3f} | {cells} |")
         lines.append("")
 
@@ -267,7 +273,7 @@ def main() -> int:
     for ds, model, dfn, target, run, t, _cfg in rows:
         base = next((r for r in rows if r[0] == ds and r[1] == model and r[3] == target and r[6].augment.mode == "none"
                      and r[2].startswith("none")), None)
-        e = EPS[-1]
+        e = 0.005
         chance = task_of("classification").chance(sweep_images(run_config(run, SWEEP)))
         clean = t[(target, "clean")][0.0]
         if clean - chance < 0.05:
@@ -292,7 +298,7 @@ def main() -> int:
                             f"leaves {sq:.3f} at ε {e:g} where white-box leaves {white:.3f}: at this budget the "
                             f"query-only attacker is weaker, the model is not more robust.")
         if target == "onnx_int8" and (target, "pgd") in t:
-            e0 = EPS[0]
+            e0 = min(args.eps)
             q, clean = t[(target, "pgd")][e0], t[(target, "clean")][0.0]
             fp32_hurt = t[("student", "pgd")][e0] < t[("student", "clean")][0.0] - 0.005 if ("student", "pgd") in t \
                 else False
