@@ -132,7 +132,7 @@ def worst_case_lines(entries: list[Entry]) -> list[str]:
               "Worst case on the raw float images / on the same images rounded to 8 bits (what an attacker who "
               "sends a PNG delivers; for the int8 model also decoded as `fedrobust-edge` does).", "",
               "| dataset | model | defense | evaluated model | " + " | ".join(eps_label(e) for e in WORST)
-              + " | largest raw − delivered |", "|" + " --- |" * (5 + len(WORST))]
+              + " | largest delivered − raw |", "|" + " --- |" * (5 + len(WORST))]
     for x in entries:
         w, d = x.curve("autoattack"), x.curve("autoattack", delivered=True)
         if not w or not d:
