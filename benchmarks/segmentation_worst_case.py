@@ -3,7 +3,7 @@
 No library attacks masks, so the strongest are fedrobust's own: PGD with restarts (per image the restart with
 the lowest IoU), APGD's step-size schedule on the Dice + BCE loss (`apgd-loss`), and their per-image worst case
 (`autoattack`: FGSM, PGD, apgd-loss). Each run's checkpoint is copied to ``--work`` and swept there, so the
-study's own sweep.csv (one PGD start) is left as it was; the table sets the two side by side.
+study's own sweep.csv (FGSM and inverse FGSM) is left as it was.
 
     python benchmarks/segmentation_worst_case.py RUN_DIR [RUN_DIR ...] [--eps 0.0012 0.0118 0.00784]
         [--set sweep.pgd_restarts=3 --set sweep.apgd_steps=100]
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import command, describe, write_report
+from robustness_study import at
 
 from fedrobust.checkpoint import run_config
 from fedrobust.errors import FedrobustError
@@ -28,10 +29,6 @@ from fedrobust.sweep.results import read_sweep
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ["fgsm", "pgd", "apgd-loss", "autoattack"]
 KEEP = ("config.toml", "model.pt", "summary.json", "metrics.jsonl")  # what a sweep of the global model reads
-
-
-def at(curve: dict[float, float], e: float) -> float:
-    return next((v for k, v in curve.items() if abs(k - e) < 1e-6), float("nan"))
 
 
 def worst_case_sweep(run: Path, work: Path, eps: list[float], overrides: list[str], log) -> Path:
@@ -58,11 +55,11 @@ def main() -> int:
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     lines = ["# Segmentation: the study's models under the strongest mask attacks", "",
              f"Command: `{command()}`  ", f"Machine: {describe()}", "",
-             "Polyp IoU per test image, averaged (82 images), of each run's global model. PGD-10 ×1: the study's "
-             "sweep (one random start); ×3: three restarts, per image the lowest IoU; apgd-loss: APGD's schedule "
-             "on Dice + BCE; worst case: per image the lowest IoU of FGSM, PGD ×3 and apgd-loss. Each cell: IoU raw "
-             "/ delivered as 8-bit images.", "",
-             "| run | clean | " + " | ".join(f"ε {e:.4g} ({e * 255:.2g}/255): PGD ×1 / ×3 / APGD / worst"
+             "Polyp IoU per test image, averaged over the swept test images, of each run's global model. PGD ×3: "
+             "three restarts, per image the lowest IoU; APGD: apgd-loss, APGD's schedule on Dice + BCE; worst: per "
+             "image the lowest IoU of FGSM, PGD ×3 and apgd-loss; in brackets the worst case delivered as 8-bit "
+             "images.", "",
+             "| run (images) | clean | " + " | ".join(f"ε {e:.4g} ({e * 255:.2g}/255): FGSM / PGD ×3 / APGD / worst"
                                             for e in args.eps) + " | worst-case s / 100 images |",
              "|" + " --- |" * (3 + len(args.eps))]
     try:
@@ -70,16 +67,16 @@ def main() -> int:
             copy = worst_case_sweep(run, args.work, args.eps, args.overrides, log)
             rows = read_sweep(copy / SWEEP_CSV)
             t, sent = score_table(rows, "iou"), score_table(rows, "iou_8bit")
-            one = score_table(read_sweep(run / SWEEP_CSV), "iou") if (run / SWEEP_CSV).is_file() else {}
             cells = []
             for e in args.eps:
-                parts = [at(one.get(("global", "pgd"), {}), e), at(t[("global", "pgd")], e),
+                parts = [at(t[("global", "fgsm")], e), at(t[("global", "pgd")], e),
                          at(t[("global", "apgd-loss")], e), at(t[("global", "autoattack")], e)]
                 cells.append(" / ".join(f"{v:.3f}" for v in parts)
                              + f" ({at(sent[('global', 'autoattack')], e):.3f})")
             secs = [float(r["seconds"]) for r in rows if r["attack"] in ATTACKS]  # the worst case and its parts
             per100 = 100 * sum(secs) / len(args.eps) / float(rows[0]["n"])
-            lines.append(f"| `{run.name}` | {t[('global', 'clean')][0.0]:.3f} | " + " | ".join(cells)
+            n = int(float(rows[0]["n"]))
+            lines.append(f"| `{run.name}` ({n}) | {t[('global', 'clean')][0.0]:.3f} | " + " | ".join(cells)
                          + f" | {per100:.0f} |")
     except (FedrobustError, FileNotFoundError, KeyError) as exc:
         print(f"segmentation_worst_case: error: {exc}", file=sys.stderr)

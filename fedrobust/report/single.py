@@ -262,7 +262,7 @@ def write_report(cfg: ExperimentConfig, run_dir: Path, data: Split | None = None
         f"{len(data)} test images (constant-guess {spec.label} {chance:.3f}); eps in pixel units on [0, 1] "
         "(× 255 = 8-bit grey levels); "
         f"PGD {cfg.sweep.pgd_steps} steps × {cfg.sweep.pgd_restarts} restart(s)"
-        + (f"; APGD (ART) {cfg.sweep.apgd_steps} steps × {cfg.sweep.apgd_restarts} restart(s)"
+        + (f"; APGD {cfg.sweep.apgd_steps} steps × {cfg.sweep.apgd_restarts} restart(s) (ART's; apgd-loss one start)"
            if any(a in cfg.sweep.attacks for a in (*APGD, "autoattack")) else "")
         + (f"; Square (ART) {cfg.sweep.square_queries} iterations"
            if any(a in cfg.sweep.attacks for a in ("square", "autoattack")) else "") + ". "
